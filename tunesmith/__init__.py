@@ -1,0 +1,3 @@
+"""tunesmith: fine-tune language models on your domain data and prove which adaptation wins."""
+
+__version__ = "0.1.0"

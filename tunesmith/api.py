@@ -1,0 +1,104 @@
+"""The library API: every CLI command is one of these calls.
+
+    import tunesmith.api as ts
+    ts.train("train.yaml", ["training.lr=1e-4"])
+    ts.check_data("train.jsonl", model="smollm2-135m-instruct")
+    ts.generate("runs/my-run", ["What is our refund window?"])
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tunesmith.errors import TunesmithError
+
+
+def train(config: str | Path | object, overrides=(), *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+    """Run the regimen a config names; returns the run summary (also in runs/<name>/run.json)."""
+    import importlib
+
+    from tunesmith.config import TrainConfig, load_train_config
+
+    cfg = config if isinstance(config, TrainConfig) else load_train_config(config, overrides)
+    module = importlib.import_module(f"tunesmith.regimens.{cfg.regimen}")
+    return module.train(cfg, resume=resume, overwrite=overwrite, progress=progress)
+
+
+def token_counter(model: str, max_length: int | None = None, system_prompt: str | None = None):
+    """A function counting each normalised record's tokens as training would render them."""
+    from tunesmith.data.templating import render_chat, render_text, to_messages
+    from tunesmith.models.loading import load_tokenizer
+
+    tok = load_tokenizer(model)
+
+    def count(rows: list[dict], dtype: str) -> list[int]:
+        out = []
+        for r in rows:
+            if dtype == "text":
+                out.append(len(render_text(tok, r["text"]).input_ids))
+            elif dtype == "classification":
+                out.append(len(tok(r["text"])["input_ids"]))
+            elif dtype == "preference":
+                msgs = to_messages(r, dtype, system_prompt) + [{"role": "assistant", "content": max(r["chosen"], r["rejected"], key=len)}]
+                out.append(len(render_chat(tok, msgs, "all").input_ids))
+            else:
+                msgs = to_messages(r, dtype, system_prompt)
+                loss_on = "all" if dtype == "prompt_only" else "assistant"
+                out.append(len(render_chat(tok, msgs, loss_on).input_ids))
+        return out
+
+    return count
+
+
+def check_data(path, *, type: str | None = None, model: str | None = None, eval_path=None, max_length: int = 512):
+    """Validate a dataset and describe it; returns a CheckReport (report.ok, report.format())."""
+    from tunesmith.data.check import check_dataset
+
+    counter = token_counter(model) if model else None
+    return check_dataset(path, type, token_counter=counter, max_length=max_length, eval_path=eval_path)
+
+
+def preview_data(path, *, type: str | None = None, model: str = "smollm2-135m-instruct", index: int = 0,
+                 system_prompt: str | None = None, loss_on: str = "assistant") -> str:
+    """One rendered example with the trained tokens wrapped in [[ ]]."""
+    from tunesmith.data.schemas import load_dataset
+    from tunesmith.data.templating import preview, render_chat, render_text, to_messages
+    from tunesmith.models.loading import load_tokenizer
+
+    ds = load_dataset(path, type)
+    if not 0 <= index < len(ds):
+        raise TunesmithError(f"{path}: --index {index} is out of range (the file has {len(ds)} records)")
+    rec = ds.records[index]
+    tok = load_tokenizer(model)
+    if ds.type == "text":
+        ex = render_text(tok, rec.data["text"])
+    else:
+        ex = render_chat(tok, to_messages(rec.data, ds.type, system_prompt), loss_on)
+    head = f"{rec.file}:{rec.line} ({ds.type}; {ex.n_trained} of {len(ex.input_ids)} tokens trained, marked [[like this]])"
+    return head + "\n" + preview(tok, ex)
+
+
+def run_system_prompt(spec: str) -> str | None:
+    """The system prompt a run was trained with, so that generation matches training."""
+    p = Path(spec) / "run.json"
+    if p.exists():
+        return json.loads(p.read_text()).get("system_prompt")
+    return None
+
+
+def generate(model: str, prompts: list[str], *, system: str | None = None, max_new_tokens: int = 128,
+             temperature: float = 0.0, batch_size: int = 16) -> list[str]:
+    from tunesmith.generation import GenerationSettings, generate_batch
+    from tunesmith.models.loading import load_model
+
+    m, tok, _ = load_model(model)
+    system = system if system is not None else run_system_prompt(model)
+    convs = [([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": p}] for p in prompts]
+    return generate_batch(m, tok, convs, GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature), batch_size=batch_size)
+
+
+def list_models() -> list[dict]:
+    from tunesmith.models.builtins import describe_builtins
+
+    return describe_builtins()

@@ -1,0 +1,198 @@
+"""The `tunesmith` command: a thin layer over `tunesmith.api`.
+
+User errors (bad config, bad data, missing model) print one line and exit non-zero, with no
+traceback; set TUNESMITH_DEBUG=1 to see the traceback anyway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _quiet_libraries() -> None:
+    # Library chatter (weight-loading bars, deprecation notes) buries our own output.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def cmd_train(a) -> int:
+    from tunesmith import api
+
+    r = api.train(a.config, a.set or [], resume=a.resume, overwrite=a.overwrite, progress=not a.quiet)
+    print(f"run: {r['run_dir']}  steps: {r['steps']}  final loss: {r['final_loss']:.4f}"
+          + (f"  best validation loss: {r['best_val_loss']:.4f} (step {r['best_step']})" if r.get("best_val_loss") is not None else "")
+          + f"  {r['tokens_per_s']:.0f} tok/s  {r['wall_seconds']:.0f} s")
+    return 0
+
+
+def cmd_models(a) -> int:
+    from tunesmith import api
+
+    rows = api.list_models()
+    cols = ["name", "params", "architecture", "kind", "license", "installed", "converted"]
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+    return 0
+
+
+def cmd_config(a) -> int:
+    from tunesmith.config import TrainConfig
+    from tunesmith.configlib import describe
+
+    print(describe(TrainConfig))
+    return 0
+
+
+def cmd_data_check(a) -> int:
+    from tunesmith import api
+
+    report = api.check_data(a.file, type=a.type, model=a.model, eval_path=a.eval, max_length=a.max_length)
+    if a.json:
+        import json
+
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        print(report.format())
+    return 0 if report.ok else 1
+
+
+def cmd_data_preview(a) -> int:
+    from tunesmith import api
+
+    print(api.preview_data(a.file, type=a.type, model=a.model, index=a.index, system_prompt=a.system, loss_on=a.loss_on))
+    return 0
+
+
+def cmd_generate(a) -> int:
+    from tunesmith import api
+
+    for out in api.generate(a.model, a.prompt, system=a.system, max_new_tokens=a.max_new_tokens, temperature=a.temperature):
+        print(out)
+    return 0
+
+
+def cmd_chat(a) -> int:
+    from tunesmith.api import run_system_prompt
+    from tunesmith.generation import GenerationSettings, stream_reply
+    from tunesmith.models.loading import load_model
+
+    model, tok, _ = load_model(a.model)
+    system = a.system if a.system is not None else run_system_prompt(a.model)
+    history = [{"role": "system", "content": system}] if system else []
+    settings = GenerationSettings(max_new_tokens=a.max_new_tokens, temperature=a.temperature)
+    print("chat with", a.model, "(empty line or Ctrl-D ends; /reset clears the history)")
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            print()
+            return 0
+        if not line:
+            return 0
+        if line == "/reset":
+            history = history[:1] if system else []
+            continue
+        history.append({"role": "user", "content": line})
+        print("bot> ", end="", flush=True)
+        reply = ""
+        for piece in stream_reply(model, tok, history, settings):
+            reply += piece
+            print(piece, end="", flush=True)
+        print()
+        history.append({"role": "assistant", "content": reply.strip()})
+
+
+def cmd_quickstart(a) -> int:
+    from tunesmith.demo.quickstart import quickstart
+
+    quickstart(out_dir=a.out, epochs=a.epochs)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tunesmith", description="Fine-tune language models on your domain data and prove which adaptation wins.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a model from a YAML config")
+    t.add_argument("config", help="YAML config (see `tunesmith config` for every option)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. --set training.lr=1e-4 (repeatable)")
+    t.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="delete an existing run of the same name and start over")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(fn=cmd_train)
+
+    sub.add_parser("models", help="list the built-in models").set_defaults(fn=cmd_models)
+    sub.add_parser("config", help="list every training config option with its default and meaning").set_defaults(fn=cmd_config)
+
+    d = sub.add_parser("data", help="check or preview a dataset").add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    c = d.add_parser("check", help="validate a dataset and describe it (exit 1 on errors)")
+    c.add_argument("file")
+    c.add_argument("--type", help="force the dataset type instead of detecting it")
+    c.add_argument("--model", help="count tokens with this model's tokenizer and chat template")
+    c.add_argument("--eval", help="an evaluation file: checked too, and its overlap with FILE reported")
+    c.add_argument("--max-length", type=int, default=512, help="report examples longer than this many tokens (default 512)")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.set_defaults(fn=cmd_data_check)
+    v = d.add_parser("preview", help="print one rendered example with the trained tokens marked [[like this]]")
+    v.add_argument("file")
+    v.add_argument("--type")
+    v.add_argument("--model", default="smollm2-135m-instruct")
+    v.add_argument("--index", type=int, default=0, help="which record (0-based)")
+    v.add_argument("--system", help="system prompt to add (as data.system_prompt would)")
+    v.add_argument("--loss-on", default="assistant", choices=["assistant", "last", "all"])
+    v.set_defaults(fn=cmd_data_preview)
+
+    g = sub.add_parser("generate", help="answer prompts with a model or a trained run")
+    g.add_argument("model", help="run directory, built-in name, HF directory or .gguf file")
+    g.add_argument("--prompt", action="append", required=True, help="a prompt (repeatable; answered as one batch)")
+    g.add_argument("--system", help="system prompt (default: the one the run was trained with)")
+    g.add_argument("--max-new-tokens", type=int, default=128)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    g.set_defaults(fn=cmd_generate)
+
+    ch = sub.add_parser("chat", help="interactive chat with streaming replies")
+    ch.add_argument("model")
+    ch.add_argument("--system")
+    ch.add_argument("--max-new-tokens", type=int, default=256)
+    ch.add_argument("--temperature", type=float, default=0.0)
+    ch.set_defaults(fn=cmd_chat)
+
+    q = sub.add_parser("quickstart", help="the demo: LoRA fine-tune the default model on the demo domain and compare accuracy before and after")
+    q.add_argument("--out", default="runs", help="folder for the demo data and run")
+    q.add_argument("--epochs", type=float, default=None, help="override the demo's number of epochs")
+    q.set_defaults(fn=cmd_quickstart)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tunesmith.errors import TunesmithError
+
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        return args.fn(args)
+    except TunesmithError as e:
+        if os.environ.get("TUNESMITH_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted; a training run continues with `tunesmith train CONFIG --resume`", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

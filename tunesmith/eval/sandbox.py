@@ -1,0 +1,427 @@
+"""Run untrusted, model-generated Python in a throw-away, resource-limited child process.
+
+Code-generation tasks are scored by executing the model's code against the task's tests;
+that code may loop forever, fork-bomb, allocate the machine's memory, delete files or
+open sockets. `run_program` runs it in layers, each of which degrades gracefully:
+
+1. a fresh process in its own session/process group, killed (SIGKILL) at a wall-clock
+   deadline, and every process it left behind swept afterwards;
+2. rlimits set in the child before exec: address space, CPU, file size, processes,
+   open files, no core dumps;
+3. when root: a new network namespace (only a loopback that is down) and a private
+   mount namespace in which /tmp, /var/tmp and /dev/shm are empty tmpfs and the
+   working directory is a size-capped tmpfs, so nothing the code writes reaches the host;
+4. when root: the code runs as a one-off unprivileged uid, so file permissions protect
+   the host's files and RLIMIT_NPROC (ignored for root) bounds forks;
+5. a prelude in the child, in the style of human-eval's `reliability_guard`: it disables
+   fork/exec/kill/subprocess/sockets and confines deletes and renames to the work dir.
+   It is defence in depth only (`import posix` bypasses it); the layers above are the
+   protection. Unprivileged callers get 1, 2, 5 and, where user namespaces are
+   allowed, the network namespace.
+
+`sandbox_capabilities()` says which layers work on this machine (probed once).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import math
+import os
+import pwd
+import resource
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+TAIL_BYTES = 4096
+MAX_OPEN_FILES = 256
+# One-off uids come from a range no distribution or systemd allocates (1.9e9 .. +1M):
+# a uid nobody else has means RLIMIT_NPROC counts only this run's processes and the
+# post-run sweep "kill every process of this uid" cannot touch anything else.
+UID_BASE, UID_SPAN = 1_900_000_000, 1 << 20
+PRELUDE_MESSAGE = "disabled inside the tunesmith sandbox"
+
+_CLONE_NEWNS, _CLONE_NEWNET, _CLONE_NEWUSER = 0x00020000, 0x40000000, 0x10000000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT = 0x1, 0x2, 0x4, 0x20
+_MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 0x40000
+_SHARED_TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
+
+# Runs in the child before the program: compile it (a SyntaxError fails the item), disable
+# process, signal and privilege calls and sockets, confine deletions and renames to the
+# work dir (so tempfile keeps working), then run it with fresh globals.
+_RUNNER = r"""
+import builtins, os, shutil, socket, subprocess, sys
+def _blocked(*args, **kwargs):
+    raise PermissionError(__MESSAGE__)
+_WORK = os.path.realpath(os.getcwd()) + os.sep
+def _inside(path, dir_fd):
+    if isinstance(path, int):
+        return os.path.realpath(f"/proc/self/fd/{path}").startswith(_WORK)
+    path = os.fsdecode(path)
+    if dir_fd is not None:
+        path = os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), path)
+    head, tail = os.path.split(os.path.abspath(path))
+    return os.path.join(os.path.realpath(head), tail).startswith(_WORK)
+def _confine(fn, nargs):
+    def guarded(*args, **kwargs):
+        fds_ok = kwargs.get("src_dir_fd") is None and kwargs.get("dst_dir_fd") is None
+        if not fds_ok or not all(_inside(p, kwargs.get("dir_fd")) for p in args[:nargs]):
+            _blocked()
+        return fn(*args, **kwargs)
+    return guarded
+_path = sys.argv[1]
+with open(_path, encoding="utf-8") as _f:
+    _code = compile(_f.read(), _path, "exec")
+for _mod, _names in (
+    (os, "kill killpg system popen fork forkpty posix_spawn posix_spawnp execv execve execvp execvpe "
+         "execl execle execlp execlpe spawnv spawnve spawnvp spawnvpe spawnl spawnle spawnlp spawnlpe "
+         "setuid setgid setsid setpgid putenv unsetenv chroot chown lchown fchown"),
+    (shutil, "chown"),
+    (subprocess, "Popen run call check_call check_output getoutput getstatusoutput"),
+    (socket, "create_connection create_server socketpair fromfd"),
+):
+    for _name in _names.split():
+        if hasattr(_mod, _name):
+            setattr(_mod, _name, _blocked)
+for _mod, _names, _n in ((os, "remove unlink rmdir removedirs truncate", 1), (shutil, "rmtree", 1),
+                         (os, "rename renames replace", 2), (shutil, "move", 2)):
+    for _name in _names.split():
+        setattr(_mod, _name, _confine(getattr(_mod, _name), _n))
+for _name in ("connect", "connect_ex", "bind", "sendto", "sendmsg"):
+    setattr(socket.socket, _name, _blocked)
+sys.argv = [_path]
+exec(_code, {"__name__": "__main__", "__file__": _path, "__builtins__": builtins})
+""".replace("__MESSAGE__", repr(PRELUDE_MESSAGE))
+
+
+@dataclass
+class SandboxResult:
+    """Outcome of one sandboxed run; `passed` is exit status 0 within the limits."""
+
+    passed: bool
+    status: str  # "passed" | "failed" | "timeout" | "error" (sandbox could not start)
+    returncode: int | None
+    duration_s: float
+    stdout: str  # tail, at most TAIL_BYTES
+    stderr: str  # tail, at most TAIL_BYTES
+
+
+@dataclass(frozen=True)
+class _Layers:
+    netns: bool = False
+    mountns: bool = False
+    drop_uid: bool = False
+
+
+@dataclass
+class _ChildPlan:
+    """Everything the child does between fork and exec, computed in the parent so the
+    forked child (possibly of a multi-threaded parent) imports and allocates little."""
+
+    layers: _Layers
+    uid: int | None
+    workdir: str
+    rlimits: list[tuple[int, int, int]]
+    keep: list[str]  # paths re-exposed (read-only) after the tmp dirs are hidden
+    hide: list[tuple[str, str]]  # (dir, tmpfs options) mounted over shared/unreachable dirs
+    work_opts: str
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _sys(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(src: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    src_b, target_b, type_b, data_b = (a if a is None else a.encode() for a in (src, target, fstype, data))
+    _sys(_libc().mount(src_b, target_b, type_b, ctypes.c_ulong(flags), data_b), f"mount {target}")
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _interpreter() -> str:
+    # The real binary, not a venv symlink: the venv may live in a dir we hide, and with
+    # -I -S the program only ever sees the standard library anyway.
+    return os.path.realpath(sys.executable)
+
+
+def _mount_plan(sbx: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Which dirs to cover with tmpfs, and which paths to bring back on top of them."""
+    needed = [os.path.realpath(sys.base_prefix), os.path.dirname(os.path.dirname(_interpreter()))]
+    keep = sorted({p for p in needed if not any(p != q and _under(p, q) for q in needed)}) + [sbx]
+    hide = [(os.path.realpath(d), "mode=1777,size=16m,nr_inodes=4096") for d in _SHARED_TMP_DIRS
+            if os.path.isdir(d) and not os.path.islink(d)]
+    for path in keep:  # e.g. a pyenv python under /root (mode 700): unreachable once setuid
+        parts = path.strip("/").split("/")
+        for i in range(1, len(parts)):
+            anc = "/" + "/".join(parts[:i])
+            if not os.stat(anc).st_mode & 0o001:
+                hide.append((anc, "mode=0755,size=1m,nr_inodes=1024"))
+                break
+    hide = [(d, o) for d, o in hide if not any(d != e and _under(d, e) for e, _ in hide)]
+    hidden = [p for p in keep[:-1] if any(_under(p, d) for d, _ in hide)]
+    return hidden + [sbx], list(dict(hide).items())
+
+
+def _isolate_mounts(plan: _ChildPlan) -> None:
+    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing we mount propagates to the host
+    fds = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in plan.keep}
+    for directory, opts in plan.hide:
+        _mount("tmpfs", directory, "tmpfs", _MS_NOSUID | _MS_NODEV, opts)
+    for path, fd in fds.items():  # bring the interpreter and the sandbox dir back, read-only
+        os.makedirs(path, exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
+        _mount(None, path, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+        os.close(fd)
+    _mount("tmpfs", plan.workdir, "tmpfs", _MS_NOSUID | _MS_NODEV, plan.work_opts)
+
+
+def _child_setup(plan: _ChildPlan) -> None:
+    """preexec_fn: runs in the forked child, as the parent's user, just before exec."""
+    flags = (_CLONE_NEWNET if plan.layers.netns else 0) | (_CLONE_NEWNS if plan.layers.mountns else 0)
+    if flags and os.geteuid() != 0:
+        flags |= _CLONE_NEWUSER  # unprivileged users may still get a network namespace
+    if flags:
+        _sys(_libc().unshare(flags), "unshare")
+    if plan.layers.mountns:
+        _isolate_mounts(plan)
+    for which, soft, hard in plan.rlimits:
+        resource.setrlimit(which, (soft, hard))
+    if plan.uid is not None:  # irreversible: all of real, effective and saved ids change
+        os.setgroups([])
+        os.setgid(plan.uid)
+        os.setuid(plan.uid)
+    os.chdir(plan.workdir)
+    os.umask(0o077)
+    os.nice(10)  # a fork bomb spinning at low priority leaves the host responsive
+
+
+def _processes() -> list[tuple[int, int, int]]:
+    """(pid, pgid, uid) of every live (non-zombie) process."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            uid = os.stat(f"/proc/{name}").st_uid
+        except OSError:
+            continue
+        if fields[0] not in (b"Z", b"X"):  # zombies are dead; init reaps them
+            found.append((int(name), int(fields[2]), uid))
+    return found
+
+
+def _kill_pid(pid: int, uid: int) -> None:
+    # A pidfd pins the process, so a recycled pid is never signalled by mistake.
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        if os.stat(f"/proc/{pid}").st_uid == uid:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _sweep(leader: int, uid: int | None, grace_s: float = 5.0) -> int:
+    """Kill the process group and every process of the one-off uid; returns how many
+    were still alive at the end (0 = nothing left behind). The leader must be exited
+    but unreaped, so its pid (= the pgid) cannot be recycled meanwhile."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        try:
+            os.killpg(leader, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        left = [(pid, u) for pid, pgid, u in _processes()
+                if pid != leader and (pgid == leader or (uid is not None and u == uid))]
+        for pid, u in left:
+            if uid is not None and u == uid:  # escaped the group with setsid()
+                _kill_pid(pid, uid)
+        if not left or time.monotonic() > deadline:
+            return len(left)
+        time.sleep(0.005)
+
+
+def _wait_exited(pid: int, deadline: float) -> bool:
+    """Wait until `pid` exits without reaping it (WNOWAIT); False at the deadline."""
+    delay = 0.0005
+    while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 2, 0.02)
+    return True
+
+
+def _tail(path: str) -> str:
+    with open(path, "rb") as f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - TAIL_BYTES))
+        return f.read().decode("utf-8", errors="replace")
+
+
+def _pick_uid() -> int:
+    busy = {u for _, _, u in _processes()}
+    while True:
+        uid = UID_BASE + secrets.randbelow(UID_SPAN)
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            if uid not in busy:
+                return uid
+
+
+def _rlimits(timeout_s: float, memory_mb: int, cpu_s: int | None, max_file_mb: int,
+             max_procs: int, own_uid_procs: int) -> list[tuple[int, int, int]]:
+    cpu = cpu_s if cpu_s is not None else math.ceil(timeout_s) + 1
+    mb = 1 << 20
+    # soft == hard (CPU: SIGXCPU, then SIGKILL 1 s later) so the program cannot raise them
+    nproc, mem, fsize = max_procs + own_uid_procs, memory_mb * mb, max_file_mb * mb
+    return [(resource.RLIMIT_AS, mem, mem), (resource.RLIMIT_CPU, cpu, cpu + 1),
+            (resource.RLIMIT_FSIZE, fsize, fsize), (resource.RLIMIT_NPROC, nproc, nproc),
+            (resource.RLIMIT_NOFILE, MAX_OPEN_FILES, MAX_OPEN_FILES), (resource.RLIMIT_CORE, 0, 0)]
+
+
+def _prepare(sbx: str, code: str, layers: _Layers, timeout_s: float, memory_mb: int, cpu_s: int | None,
+             max_file_mb: int, max_procs: int) -> _ChildPlan:
+    """Lay out the sandbox dir (program, work dir) and plan the child's setup."""
+    os.chmod(sbx, 0o711)  # a dropped uid may traverse it, but not list or write it
+    work = os.path.join(sbx, "work")
+    os.mkdir(work, 0o700)
+    with open(os.open(os.path.join(sbx, "program.py"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "w",
+              encoding="utf-8", errors="replace") as f:
+        f.write(code)
+    uid = _pick_uid() if layers.drop_uid else None
+    if uid is not None and not layers.mountns:
+        os.chown(work, uid, uid)
+    # RLIMIT_NPROC counts all processes of the real uid: without a one-off uid the
+    # user's existing processes must fit under it too.
+    own = 0 if uid is not None else sum(1 for _, _, u in _processes() if u == os.getuid())
+    keep, hide = _mount_plan(sbx) if layers.mountns else ([], [])
+    owner = 0 if uid is None else uid
+    work_opts = f"size={max(64, 4 * max_file_mb)}m,nr_inodes=16384,mode=0700,uid={owner},gid={owner}"
+    limits = _rlimits(timeout_s, memory_mb, cpu_s, max_file_mb, max_procs, own)
+    return _ChildPlan(layers, uid, work, limits, keep, hide, work_opts)
+
+
+def _execute(code: str, layers: _Layers, *, timeout_s: float = 10.0, memory_mb: int = 1024,
+             cpu_s: int | None = None, max_file_mb: int = 16, max_procs: int = 64) -> SandboxResult:
+    if min(timeout_s, memory_mb, max_file_mb, max_procs, 1 if cpu_s is None else cpu_s) <= 0:
+        raise ValueError("sandbox limits must be positive")
+    start = time.monotonic()
+    sbx = None
+    try:
+        sbx = tempfile.mkdtemp(prefix="tunesmith-sbx-")
+        plan = _prepare(sbx, code, layers, timeout_s, memory_mb, cpu_s, max_file_mb, max_procs)
+        _libc()  # loaded before fork, so the child need not dlopen
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": plan.workdir, "TMPDIR": plan.workdir,
+               "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+        out_path, err_path = os.path.join(sbx, "stdout"), os.path.join(sbx, "stderr")
+        # Output goes to files, not pipes: RLIMIT_FSIZE caps them and the parent never
+        # buffers the gigabytes a hostile program may print.
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            proc = subprocess.Popen(
+                [_interpreter(), "-I", "-S", "-B", "-c", _RUNNER, os.path.join(sbx, "program.py")],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=sbx, start_new_session=True,
+                close_fds=True, preexec_fn=functools.partial(_child_setup, plan))
+    except (OSError, subprocess.SubprocessError) as exc:
+        if sbx is not None:
+            _remove_tree(sbx)
+        elapsed = time.monotonic() - start
+        return SandboxResult(False, "error", None, elapsed, "", f"sandbox could not start: {exc}")
+    timed_out = True
+    try:
+        timed_out = not _wait_exited(proc.pid, start + timeout_s)
+    finally:  # even on KeyboardInterrupt: kill everything, then remove the dir
+        left = _sweep(proc.pid, plan.uid)
+        returncode = proc.wait()
+        duration = time.monotonic() - start
+        stdout, stderr = _tail(out_path), _tail(err_path)
+        _remove_tree(sbx)
+    if left:
+        stderr = (stderr + f"\nsandbox: {left} process(es) survived SIGKILL")[-TAIL_BYTES:]
+    if timed_out or returncode == -signal.SIGXCPU:
+        status = "timeout"
+    else:
+        status = "passed" if returncode == 0 else "failed"
+    return SandboxResult(status == "passed", status, returncode, duration, stdout, stderr)
+
+
+def _remove_tree(path: str) -> None:
+    # A program running as our own user may chmod its dirs to 000; undo that first.
+    for root, dirs, _ in os.walk(path):
+        for d in dirs:
+            try:
+                os.chmod(os.path.join(root, d), 0o700, follow_symlinks=False)
+            except OSError:
+                pass
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _works(layers: _Layers) -> bool:
+    result = _execute("import collections, json, math, re\nprint('ok')\n", layers, timeout_s=10.0)
+    return result.passed and result.stdout.strip() == "ok"
+
+
+@functools.cache
+def _layers() -> _Layers:
+    """The strongest set of layers that actually runs a program on this machine."""
+    if not sys.platform.startswith("linux"):
+        return _Layers()
+    if os.geteuid() != 0:
+        return _Layers(netns=True) if _works(_Layers(netns=True)) else _Layers()
+    if _works(full := _Layers(True, True, True)):
+        return full
+    netns, mountns = _works(_Layers(netns=True)), _works(_Layers(mountns=True))
+    return _Layers(netns, mountns, _works(_Layers(mountns=mountns, drop_uid=True)))
+
+
+def sandbox_capabilities() -> dict:
+    """Which isolation layers are active here (probed once per process)."""
+    layers = _layers()
+    return {
+        "process_group_kill": True,
+        "rlimits": ["AS", "CPU", "FSIZE", "NPROC", "NOFILE", "CORE"],
+        "running_as_root": os.geteuid() == 0,
+        "drop_privileges": layers.drop_uid,
+        "uid_range": (UID_BASE, UID_BASE + UID_SPAN - 1) if layers.drop_uid else None,
+        "nproc_enforced": layers.drop_uid or os.geteuid() != 0,
+        "network_namespace": layers.netns,
+        "mount_namespace": layers.mountns,
+        "network": "namespace" if layers.netns else "prelude only (bypassable)",
+        "prelude": True,
+        "interpreter": _interpreter(),
+    }
+
+
+def run_program(code: str, *, timeout_s: float = 10.0, memory_mb: int = 1024, cpu_s: int | None = None,
+                max_file_mb: int = 16, max_procs: int = 64) -> SandboxResult:
+    """Run `code` as a Python program in the sandbox; passes iff it exits 0 in time."""
+    return _execute(code, _layers(), timeout_s=timeout_s, memory_mb=memory_mb, cpu_s=cpu_s,
+                    max_file_mb=max_file_mb, max_procs=max_procs)
+
+
+def run_tests(solution: str, tests: str | list[str], *, setup: str = "", **limits) -> SandboxResult:
+    """Run setup + solution + tests (assert statements) as one program."""
+    test_code = tests if isinstance(tests, str) else "\n".join(tests)
+    return run_program("\n\n".join(part for part in (setup, solution, test_code) if part), **limits)

@@ -1,0 +1,88 @@
+"""Text generation: batched (for evaluation) and streaming (for chat).
+
+Prompts are rendered with the same chat template as in training. Batched generation pads on
+the left, sorts prompts by length so that each batch wastes little padding, uses the KV cache,
+and returns answers in the caller's order. Batch-1 decoding is overhead-bound on CPU (~37 ms
+per token for the default model), so evaluation should always batch.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from tunesmith.data.templating import prompt_text
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int = 0
+
+    def kwargs(self, tok) -> dict:
+        kw = {"max_new_tokens": self.max_new_tokens, "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id}
+        if self.temperature > 0:
+            kw.update(do_sample=True, temperature=self.temperature, top_p=self.top_p)
+        else:
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kw
+
+
+def _cut_at_stop(text: str, stop: list[str]) -> str:
+    cut = len(text)
+    for s in stop:
+        i = text.find(s)
+        if i >= 0:
+            cut = min(cut, i)
+    return text[:cut].strip()
+
+
+@torch.no_grad()
+def generate_batch(model, tok, conversations: list[list[dict]], settings: GenerationSettings | None = None,
+                   *, batch_size: int = 16, progress: bool = False) -> list[str]:
+    """Answer each conversation (a list of chat messages ending with the user turn)."""
+    from tqdm.auto import tqdm
+
+    settings = settings or GenerationSettings()
+    texts = [prompt_text(tok, msgs) for msgs in conversations]
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out: list[str] = [""] * len(texts)
+    side = tok.padding_side
+    tok.padding_side = "left"
+    model.eval()
+    device = next(model.parameters()).device
+    torch.manual_seed(settings.seed)
+    try:
+        bar = tqdm(total=len(texts), unit="item", desc="generate", disable=not progress)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            gen = model.generate(**enc, **settings.kwargs(tok))
+            new = gen[:, enc["input_ids"].shape[1] :]
+            for i, row in zip(idx, new):
+                out[i] = _cut_at_stop(tok.decode(row, skip_special_tokens=True), settings.stop)
+            bar.update(len(idx))
+        bar.close()
+    finally:
+        tok.padding_side = side
+    return out
+
+
+def stream_reply(model, tok, messages: list[dict], settings: GenerationSettings | None = None) -> Iterator[str]:
+    """Yield the reply to a conversation piece by piece as it is generated."""
+    from transformers import TextIteratorStreamer
+
+    settings = settings or GenerationSettings(max_new_tokens=256)
+    enc = tok(prompt_text(tok, messages), return_tensors="pt", add_special_tokens=False).to(next(model.parameters()).device)
+    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+    torch.manual_seed(settings.seed)
+    worker = threading.Thread(target=model.generate, kwargs={**enc, **settings.kwargs(tok), "streamer": streamer}, daemon=True)
+    worker.start()
+    yield from streamer
+    worker.join()

@@ -1,0 +1,189 @@
+"""Supervised fine-tuning: train a causal LM on prompt/answer pairs or chat conversations.
+
+One `train()` from data to exported model: load and check data, prepare the run directory,
+load the model and mark what trains (LoRA, full, freeze), pack the examples, then the loop
+(gradient accumulation, clipping, warm-up + decay, validation, early stopping, atomic
+checkpoints that resume exactly), and finally export the best or last weights to `model/`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from tunesmith import configlib
+from tunesmith.data.schemas import load_dataset
+from tunesmith.data.packing import batches, collate, pack, unpacked
+from tunesmith.data.splits import split_rows
+from tunesmith.data.templating import IGNORE, encode_rows
+from tunesmith.models.loading import load_model
+from tunesmith.runs import MetricsLog, data_manifest, env_info, prepare_run_dir, update_run, SCHEMA_VERSION
+from tunesmith.training import checkpoint as ckpt
+from tunesmith.training.adapters import apply_adapter, count_params, param_groups, save_model
+from tunesmith.training.losses import causal_lm_loss
+from tunesmith.training.progress import TrainLogger
+from tunesmith.training.runtime import autocast, peak_memory_mib, pick_device, resolve_precision, seed_everything, to_device
+from tunesmith.training.schedules import lr_factor
+
+ACCEPTS = ("prompt_completion", "messages")
+
+
+def _load_data(cfg):
+    """Read and validate train (and validation) data before anything heavy happens."""
+    train_ds = load_dataset(cfg.data.train, cfg.data.type, accept=ACCEPTS)
+    if cfg.data.validation:
+        val_ds = load_dataset(cfg.data.validation, cfg.data.type or train_ds.type, accept=ACCEPTS)
+        return train_ds, train_ds.rows(), val_ds.rows()
+    tr, va = split_rows(train_ds.rows(), cfg.data.val_fraction, cfg.seed)
+    return train_ds, tr, va
+
+
+def _rows(examples, cfg):
+    return pack(examples, cfg.data.max_length) if cfg.data.packing else unpacked(examples)
+
+
+def _n_targets(rows) -> int:
+    # Trained tokens after the next-token shift (the first label of each row is never a target).
+    return sum(sum(1 for y in r.labels[1:] if y != IGNORE) for r in rows)
+
+
+@torch.no_grad()
+def evaluate_loss(model, rows, cfg, pad_id, device, precision) -> float:
+    """Mean next-token loss over all trained tokens of `rows`."""
+    model.eval()
+    total, n = 0.0, 0
+    for group in batches(rows, cfg.training.batch_size, list(range(len(rows)))):
+        with autocast(device, precision):
+            s, k = causal_lm_loss(model, to_device(collate(group, pad_id), device))
+        total, n = total + float(s), n + k
+    model.train()
+    return total / max(n, 1)
+
+
+def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+    t0 = time.time()
+    tc = cfg.training
+    train_ds, train_rows, val_rows_raw = _load_data(cfg)
+    run = cfg.run_dir
+    prepare_run_dir(run, resume=resume, overwrite=overwrite)
+    (run / "config.yaml").write_text(configlib.dump_yaml(cfg))
+    ckpt.write_json_atomic(run / "env.json", env_info())
+    files = {"train": cfg.data.train, "validation": cfg.data.validation}
+    counts = {"train": len(train_rows), "validation": len(val_rows_raw)}
+    manifest = data_manifest(files, counts, {"type": train_ds.type, "layout": train_ds.layout})
+    ckpt.write_json_atomic(run / "data_manifest.json", manifest)
+    update_run(run, schema_version=SCHEMA_VERSION, name=cfg.name, regimen="sft", base_model=cfg.model.name,
+               trains_weights=True, adapter=cfg.adapter.mode, status="running", data_type=train_ds.type)
+
+    # Model, trainable parameters and device.
+    seed_everything(cfg.seed)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    device = pick_device(tc.device)
+    precision = resolve_precision(tc.precision, device)
+    model, tok, _ = load_model(cfg.model.name, merge_adapter=True)
+    model = apply_adapter(model, cfg.adapter).to(device)
+    model.train()
+    n_trainable, n_total = count_params(model)
+
+    # Data -> token ids with the loss mask -> packed rows.
+    enc = dict(max_length=cfg.data.max_length, system_prompt=cfg.data.system_prompt, loss_on=cfg.data.loss_on)
+    train_ex, enc_stats = encode_rows(train_rows, train_ds.type, tok, **enc)
+    val_ex, _ = encode_rows(val_rows_raw, train_ds.type, tok, **enc)
+    rows, val_rows = _rows(train_ex, cfg), _rows(val_ex, cfg)
+    if not rows:
+        raise RuntimeError("no trainable examples left after encoding")
+    pad_id = tok.pad_token_id
+    micro_per_epoch = math.ceil(len(rows) / tc.batch_size)
+    steps_per_epoch = math.ceil(micro_per_epoch / tc.grad_accum)
+    total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * steps_per_epoch))
+    warmup = round(tc.warmup_ratio * total_steps)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=tuple(tc.adam_betas))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total=total_steps, warmup=warmup, kind=tc.scheduler, min_ratio=tc.min_lr_ratio)
+    )
+
+    # Loop state; on resume it comes back from the latest checkpoint with every RNG.
+    loop = {"step": 0, "epoch": 0, "micro": 0, "best_val": None, "best_step": None, "bad_evals": 0,
+            "tokens": 0, "train_s": 0.0, "last_loss": None, "stopped_early": False}
+    state = ckpt.read_state(run / "checkpoints")
+    if resume and state.get("latest"):
+        loop = ckpt.load_checkpoint(run / "checkpoints" / state["latest"], model=model, optimizer=optimizer, scheduler=scheduler)
+    log = TrainLogger(run, total_steps, loop["step"] if resume else None, enabled=progress)
+    log.header(f"sft {cfg.adapter.mode} | {n_trainable:,} of {n_total:,} params trained | {len(rows)} rows of "
+               f"{len(train_ex)} examples | {total_steps} steps | {device.type} {precision}")
+
+    def save(best: bool = False):
+        ckpt.save_checkpoint(run / "checkpoints", loop["step"], model=model, optimizer=optimizer,
+                             scheduler=scheduler, loop_state=loop, keep=tc.keep_checkpoints, best=best)
+
+    while loop["step"] < total_steps and not loop["stopped_early"]:
+        # The epoch's order depends only on (seed, epoch): a resumed run replays it exactly.
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + loop["epoch"])
+        epoch_batches = batches(rows, tc.batch_size, torch.randperm(len(rows), generator=gen).tolist())
+        group = epoch_batches[loop["micro"] : loop["micro"] + tc.grad_accum]
+        t_step = time.time()
+        n_targets = sum(_n_targets(g) for g in group)
+        loss_sum = 0.0
+        for mb in group:
+            batch = to_device(collate(mb, pad_id), device)
+            with autocast(device, precision):
+                s, _ = causal_lm_loss(model, batch)
+            # Divide by the whole step's token count: every trained token weighs the same.
+            (s / max(n_targets, 1)).backward()
+            loss_sum += s.item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.max_grad_norm if tc.max_grad_norm else float("inf"))
+        lr_now = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        n_tokens = sum(len(r) for g in group for r in g)
+        dt = time.time() - t_step
+        loop["micro"] += len(group)
+        loop["step"] += 1
+        loop["tokens"] += n_tokens
+        loop["train_s"] += dt
+        loop["last_loss"] = loss_sum / max(n_targets, 1)
+        if loop["micro"] >= len(epoch_batches):
+            loop["epoch"], loop["micro"] = loop["epoch"] + 1, 0
+        log.step({"step": loop["step"], "epoch": round(loop["step"] / steps_per_epoch, 4), "loss": loop["last_loss"],
+                  "lr": lr_now, "grad_norm": float(grad_norm), "tokens_per_s": n_tokens / max(dt, 1e-9), "tokens": loop["tokens"]})
+
+        is_last = loop["step"] >= total_steps
+        improved = False
+        if val_rows and (loop["step"] % tc.eval_every == 0 or is_last):
+            val_loss = evaluate_loss(model, val_rows, cfg, pad_id, device, precision)
+            improved = loop["best_val"] is None or val_loss < loop["best_val"] - tc.early_stopping_min_delta
+            if improved:
+                loop["best_val"], loop["best_step"], loop["bad_evals"] = val_loss, loop["step"], 0
+            else:
+                loop["bad_evals"] += 1
+                if tc.early_stopping_patience and loop["bad_evals"] >= tc.early_stopping_patience:
+                    loop["stopped_early"] = True
+            log.validation(loop["step"], val_loss, loop["best_val"])
+        if improved or is_last or loop["stopped_early"] or loop["step"] % tc.save_every == 0:
+            save(best=improved)
+    log.close()
+
+    # Export: the best checkpoint by validation loss, or the last weights.
+    state = ckpt.read_state(run / "checkpoints")
+    exported = "last"
+    if tc.load_best and state.get("best") and state.get("best") != state.get("latest"):
+        ckpt.load_checkpoint(run / "checkpoints" / state["best"], model=model)
+        exported = state["best"]
+    save_model(model, tok, run / "model")
+    summary = {
+        "status": "completed", "steps": loop["step"], "final_loss": loop["last_loss"], "best_val_loss": loop["best_val"],
+        "best_step": loop["best_step"], "exported": exported, "stopped_early": loop["stopped_early"],
+        "trained_tokens": loop["tokens"], "train_seconds": round(loop["train_s"], 2),
+        "tokens_per_s": round(loop["tokens"] / max(loop["train_s"], 1e-9), 1), "wall_seconds": round(time.time() - t0, 2),
+        "trainable_params": n_trainable, "total_params": n_total, "peak_memory_mib": round(peak_memory_mib(device), 1),
+        "precision": precision, "device": device.type, "encoding": enc_stats, "system_prompt": cfg.data.system_prompt,
+    }
+    update_run(run, **summary)
+    return {"run_dir": str(run), **summary}

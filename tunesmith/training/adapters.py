@@ -1,0 +1,106 @@
+"""Which weights a regimen trains: LoRA adapters (peft), everything, or the top blocks only.
+
+Any regimen that trains weights calls `apply_adapter` and, at the end, `save_model`; the saved
+`model/` directory loads with transformers (and peft for adapters) alone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from tunesmith.errors import ConfigError
+
+
+def apply_adapter(model, cfg, *, task_type: str = "CAUSAL_LM"):
+    """Mark the trainable parameters per `cfg` (an AdapterConfig); returns the model to train."""
+    if cfg.mode == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lcfg = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=cfg.target_modules,
+            task_type=task_type,
+        )
+        try:
+            return get_peft_model(model, lcfg)
+        except ValueError as e:  # peft names the module it could not find
+            raise ConfigError(f"adapter.target_modules: {e}") from e
+    if cfg.mode == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    if cfg.mode == "freeze":
+        return _freeze_all_but_top(model, cfg.train_top_layers)
+    raise ConfigError(f"adapter.mode: unknown mode {cfg.mode!r}")
+
+
+def _freeze_all_but_top(model, n_top: int):
+    decoder = model.get_decoder()
+    layers = getattr(decoder, "layers", None)
+    if layers is None:
+        raise ConfigError("adapter.mode: freeze needs a model whose decoder has .layers; use lora or full")
+    if n_top > len(layers):
+        raise ConfigError(f"adapter.train_top_layers: {n_top} exceeds the model's {len(layers)} blocks")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    trained = list(layers[len(layers) - n_top :])
+    if getattr(decoder, "norm", None) is not None:
+        trained.append(decoder.norm)
+    # The output layer adapts the vocabulary distribution; with tied embeddings this also
+    # trains the input embeddings (they are one tensor).
+    trained.append(model.get_output_embeddings())
+    for module in trained:
+        for p in module.parameters():
+            p.requires_grad_(True)
+    return model
+
+
+def count_params(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts, each shared tensor counted once."""
+    seen, trainable, total = set(), 0, 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        if p.requires_grad:
+            trainable += p.numel()
+    return trainable, total
+
+
+def param_groups(model, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay on matrices only (norm scales and biases are not regularised)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def save_model(model, tokenizer, out_dir: Path) -> Path:
+    """Write the trained model (adapter only for peft models) and tokenizer, atomically."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", suffix=".tmp", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out_dir.exists():
+            old = out_dir.with_name(out_dir.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
