@@ -22,9 +22,9 @@ def _one_line_error(r):
 
 def test_unknown_config_key_suggests_the_right_one(tmp_path):
     cfg = tmp_path / "train.yaml"
-    cfg.write_text("data:\n  train: x.jsonl\ntraining:\n  learning_rate: 1e-4\n")
+    cfg.write_text("data:\n  train: x.jsonl\ntraining:\n  learnig_rate: 1e-4\n")
     line = _one_line_error(tunesmith("train", str(cfg)))
-    assert f"{cfg}:4: training.learning_rate: unknown key" in line and "did you mean" in line
+    assert f"{cfg}:4: training.learnig_rate: unknown key (did you mean 'training.learning_rate'?)" in line
 
 
 def test_bad_override_and_bad_type(tmp_path):
@@ -73,4 +73,4 @@ def test_models_command():
 
 def test_config_command_documents_every_field():
     r = tunesmith("config")
-    assert r.returncode == 0 and "training.lr" in r.stdout and "Peak learning rate" in r.stdout
+    assert r.returncode == 0 and "training.learning_rate" in r.stdout and "Peak learning rate" in r.stdout

@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.integration, requires_default_model]
 def test_lora_steps_on_default_model_then_generate(tmp_path, demo_dir):
     cfg = load_train_config(None, [
         f"data.train={demo_dir / 'qa_train.jsonl'}", "training.max_steps=4", "training.batch_size=1",
-        "data.max_length=256", "training.lr=2e-3", "training.eval_every=4", "training.save_every=4",
+        "data.max_length=256", "training.learning_rate=2e-3", "training.eval_every=4", "training.save_every=4",
         "training.warmup_ratio=0", "data.val_fraction=0.05", "name=integration", f"output_dir={tmp_path}",
         "data.system_prompt=Answer briefly.",
     ])

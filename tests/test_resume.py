@@ -23,7 +23,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, tiny_model_dir, dem
         f"model:\n  name: {tiny_model_dir}\n"
         f"data:\n  train: {demo_dir / 'qa_train.jsonl'}\n  system_prompt: Be brief.\n"
         "adapter:\n  mode: lora\n  lora_dropout: 0.1\n"  # dropout: the RNG state must resume too
-        f"training:\n  max_steps: 120\n  batch_size: 2\n  lr: 0.002\n  save_every: 5\n  eval_every: 10\n"
+        f"training:\n  max_steps: 120\n  batch_size: 2\n  learning_rate: 0.002\n  save_every: 5\n  eval_every: 10\n"
         f"output_dir: {tmp_path / 'runs'}\n"
     )
     full = _train(cfg, "straight")

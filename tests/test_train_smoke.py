@@ -15,7 +15,7 @@ from tunesmith.config import load_train_config
 def _cfg(tmp_path, tiny_model_dir, demo_dir, mode, *extra):
     return load_train_config(None, [
         f"data.train={demo_dir / 'qa_train.jsonl'}", f"model.name={tiny_model_dir}", f"adapter.mode={mode}",
-        "adapter.train_top_layers=1", "training.max_steps=16", "training.lr=3e-3", "training.batch_size=4",
+        "adapter.train_top_layers=1", "training.max_steps=16", "training.learning_rate=3e-3", "training.batch_size=4",
         "training.eval_every=8", "training.save_every=8", "training.warmup_ratio=0", f"name=smoke-{mode}",
         f"output_dir={tmp_path}", "data.system_prompt=Be brief.", *extra,
     ])

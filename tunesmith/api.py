@@ -1,7 +1,7 @@
 """The library API: every CLI command is one of these calls.
 
     import tunesmith.api as ts
-    ts.train("train.yaml", ["training.lr=1e-4"])
+    ts.train("train.yaml", ["training.learning_rate=1e-4"])
     ts.check_data("train.jsonl", model="smollm2-135m-instruct")
     ts.generate("runs/my-run", ["What is our refund window?"])
 """

@@ -19,7 +19,7 @@ QUICKSTART_SYSTEM = f"{COMPANY} help desk. Give only the short answer."
 N_FACTS = 40  # sized so that the LoRA run takes a few minutes on 2 CPU cores
 TRAIN_SETTINGS = [
     "adapter.mode=lora", "adapter.lora_r=16", "adapter.lora_alpha=32",
-    "training.epochs=8", "training.lr=2e-3", "training.batch_size=2", "training.warmup_ratio=0.05",
+    "training.epochs=8", "training.learning_rate=2e-3", "training.batch_size=2", "training.warmup_ratio=0.05",
     "training.eval_every=1000", "training.save_every=20", "data.val_fraction=0.0",
 ]
 

@@ -97,12 +97,12 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         raise RuntimeError("no trainable examples left after encoding")
     pad_id = tok.pad_token_id
     micro_per_epoch = math.ceil(len(rows) / tc.batch_size)
-    steps_per_epoch = math.ceil(micro_per_epoch / tc.grad_accum)
+    steps_per_epoch = math.ceil(micro_per_epoch / tc.gradient_accumulation_steps)
     total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * steps_per_epoch))
     warmup = round(tc.warmup_ratio * total_steps)
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, betas=tuple(tc.adam_betas))
+    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.learning_rate, betas=tuple(tc.adam_betas))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total=total_steps, warmup=warmup, kind=tc.scheduler, min_ratio=tc.min_lr_ratio)
     )
@@ -125,7 +125,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         # The epoch's order depends only on (seed, epoch): a resumed run replays it exactly.
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + loop["epoch"])
         epoch_batches = batches(rows, tc.batch_size, torch.randperm(len(rows), generator=gen).tolist())
-        group = epoch_batches[loop["micro"] : loop["micro"] + tc.grad_accum]
+        group = epoch_batches[loop["micro"] : loop["micro"] + tc.gradient_accumulation_steps]
         t_step = time.time()
         n_targets = sum(_n_targets(g) for g in group)
         loss_sum = 0.0
