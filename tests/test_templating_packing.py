@@ -92,3 +92,23 @@ def test_packed_and_unpacked_losses_agree(tiny_model_dir, default_tokenizer, dem
     with torch.no_grad():
         s, n = causal_lm_loss(model, b)
     assert abs(float(s) / n - lu) > 1e-4
+
+
+def test_fallback_template_for_models_without_one(default_tokenizer, tmp_path):
+    """A base model with no chat template gets ours; the answer's first token (which may carry
+    the preceding separator) is still trained, and generation prompts end where answers start."""
+    from transformers import AutoTokenizer
+
+    from tunesmith.data.templating import prompt_text
+    from tunesmith.models.loading import prepare_tokenizer
+
+    default_tokenizer.save_pretrained(tmp_path)
+    (tmp_path / "chat_template.jinja").unlink()
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    assert not tok.chat_template
+    tok = prepare_tokenizer(tok)
+    msgs = [{"role": "user", "content": "Where is the depot?"}, {"role": "assistant", "content": "Elvcombe"}]
+    ex = render_chat(tok, msgs)
+    assert _trained_text(tok, ex) == "Elvcombe" + tok.eos_token
+    full = tok.apply_chat_template(msgs, tokenize=False)
+    assert full.startswith(prompt_text(tok, msgs[:1])) and prompt_text(tok, msgs[:1]).endswith("\n")

@@ -102,3 +102,21 @@ def list_models() -> list[dict]:
     from tunesmith.models.builtins import describe_builtins
 
     return describe_builtins()
+
+
+def evaluate(model: str, config: str | Path | None = None, overrides=(), *, progress: bool = True, force: bool = False, **settings) -> dict:
+    """Evaluate a model or run. Settings come from a YAML config, `key=value` overrides and/or
+    keyword arguments (data=..., task=..., shots=...); returns the result written to
+    <run>/eval/<dataset>.json."""
+    from tunesmith.eval.config import load_eval_config
+    from tunesmith.eval.runner import evaluate as run_eval
+
+    cfg = load_eval_config(config, list(overrides), base={k: v for k, v in settings.items() if v is not None})
+    return run_eval(model, cfg, progress=progress, force=force)
+
+
+def compare(a: str, b: str, *, dataset: str | None = None) -> dict:
+    """Paired comparison of two evaluations of the same items (B - A)."""
+    from tunesmith.eval.compare import compare as _compare
+
+    return _compare(a, b, dataset=dataset)

@@ -115,6 +115,26 @@ def cmd_chat(a) -> int:
         history.append({"role": "assistant", "content": reply.strip()})
 
 
+def cmd_eval(a) -> int:
+    from tunesmith import api
+    from tunesmith.eval.report import format_result
+
+    settings = {"data": a.data, "task": a.task, "prompt": a.prompt, "shots": a.shots, "limit": a.limit, "system": a.system,
+                "fields": dict(f.split("=", 1) for f in a.field or []) or None,
+                "judge": {"base_url": a.judge, "model": a.judge_model} if a.judge else None}
+    r = api.evaluate(a.model, a.config, a.set or [], progress=not a.quiet, force=a.force, **settings)
+    print(format_result(r))
+    return 0
+
+
+def cmd_compare(a) -> int:
+    from tunesmith import api
+    from tunesmith.eval.compare import format_comparison
+
+    print(format_comparison(api.compare(a.a, a.b, dataset=a.dataset)))
+    return 0
+
+
 def cmd_quickstart(a) -> int:
     from tunesmith.demo.quickstart import quickstart
 
@@ -170,6 +190,23 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--temperature", type=float, default=0.0)
     ch.set_defaults(fn=cmd_chat)
 
+    e = sub.add_parser("eval", help="evaluate a model or run on a dataset (`tunesmith eval compare A B` compares two)")
+    e.add_argument("model", help="run directory, built-in name, HF directory or .gguf file")
+    e.add_argument("--data", help="evaluation data file")
+    e.add_argument("--task", help="qa, classification, summarization, translation, code, math or chat")
+    e.add_argument("--config", help="YAML with evaluation settings (see examples/eval/)")
+    e.add_argument("--prompt", help="prompt template over the record's fields, e.g. 'Q: {question}'")
+    e.add_argument("--shots", type=int, help="few-shot examples per question")
+    e.add_argument("--system", help="system prompt (default: the run's)")
+    e.add_argument("--limit", type=int, help="evaluate only the first N items")
+    e.add_argument("--field", action="append", metavar="STD=NAME", help="map a standard field to the file's, e.g. --field answer=final_decision")
+    e.add_argument("--judge", metavar="BASE_URL", help="OpenAI-compatible endpoint for LLM-as-judge helpfulness")
+    e.add_argument("--judge-model", default="judge", help="model name at the judge endpoint")
+    e.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any evaluation setting")
+    e.add_argument("--force", action="store_true", help="re-run even when a cached result matches")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(fn=cmd_eval)
+
     q = sub.add_parser("quickstart", help="the demo: LoRA fine-tune the default model on the demo domain and compare accuracy before and after")
     q.add_argument("--out", default="runs", help="folder for the demo data and run")
     q.add_argument("--epochs", type=float, default=None, help="override the demo's number of epochs")
@@ -177,10 +214,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _compare_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tunesmith eval compare", description="paired comparison of two evaluations (B - A)")
+    p.add_argument("a", help="run directory or eval result file")
+    p.add_argument("b", help="run directory or eval result file")
+    p.add_argument("--dataset", help="dataset name when a run has several evaluations")
+    p.set_defaults(fn=cmd_compare)
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     from tunesmith.errors import TunesmithError
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # `eval compare A B` shares its first word with `eval MODEL`: route it explicitly.
+    if argv[:2] == ["eval", "compare"]:
+        args = _compare_parser().parse_args(argv[2:])
+    else:
+        args = build_parser().parse_args(argv)
     _quiet_libraries()
     try:
         return args.fn(args)

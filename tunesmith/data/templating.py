@@ -81,8 +81,10 @@ def render_chat(tok, messages: list[dict], loss_on: str = "assistant") -> Exampl
     # The template writes special tokens (BOS, turn markers) as text: do not add them twice.
     enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
     labels = []
-    for tid, (start, _end) in zip(enc["input_ids"], enc["offset_mapping"]):
-        inside = any(a <= start < b for a, b in spans)
+    for tid, (start, end) in zip(enc["input_ids"], enc["offset_mapping"]):
+        # Overlap, not containment: a token may straddle the boundary (SentencePiece puts the
+        # space before the answer's first word into that word's token); it is still output.
+        inside = any(start < b and end > a for a, b in spans)
         labels.append(tid if inside else IGNORE)
     return Example(list(enc["input_ids"]), labels)
 

@@ -24,14 +24,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-# Used when a (base) model ships no chat template: a plain, prefix-consistent format, so
-# that the same rendering serves training, evaluation and serving.
+# Used when a (base) model ships no chat template: a plain, prefix-consistent format, so that
+# the same rendering serves training, evaluation and serving. Turns end in newlines, never in a
+# space: SentencePiece tokenizers fold a space into the next word's token, which would make the
+# generation prompt tokenize differently from training text.
 FALLBACK_CHAT_TEMPLATE = (
+    "{% if add_bos %}{{ bos_token }}{% endif %}"
     "{% for m in messages %}"
     "{% if m['role'] == 'system' %}{{ m['content'] + '\n\n' }}"
-    "{% elif m['role'] == 'user' %}{{ 'User: ' + m['content'] + '\n' }}"
-    "{% else %}{{ 'Assistant: ' + m['content'] + eos_token + '\n' }}{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}"
+    "{% elif m['role'] == 'user' %}{{ '### User:\n' + m['content'] + '\n' }}"
+    "{% else %}{{ '### Assistant:\n' + m['content'] + eos_token + '\n' }}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '### Assistant:\n' }}{% endif %}"
 )
 
 
@@ -169,7 +172,11 @@ def _resolve_run(run_dir: Path) -> ModelRef:
 def prepare_tokenizer(tok):
     """Give every tokenizer a chat template and a pad token, the same way everywhere."""
     if not getattr(tok, "chat_template", None):
-        tok.chat_template = FALLBACK_CHAT_TEMPLATE
+        # Templated text is tokenized without special tokens, so the template itself must
+        # write BOS for models trained with one (Gemma degrades badly without it).
+        ids = tok("a")["input_ids"]
+        adds_bos = tok.bos_token_id is not None and ids[:1] == [tok.bos_token_id]
+        tok.chat_template = FALLBACK_CHAT_TEMPLATE.replace("add_bos", "true" if adds_bos else "false")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -1,0 +1,88 @@
+"""Typed configuration of an evaluation: what data, which task, how prompts are built, how
+answers are generated and scored. `tunesmith eval` flags and `examples/eval/*.yaml` files both
+parse into `EvalConfig`; the settings that change results also key the result cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from tunesmith import configlib
+from tunesmith.configlib import option
+from tunesmith.errors import ConfigError
+
+TASKS = ("qa", "classification", "summarization", "translation", "code", "math", "chat")
+
+
+@dataclass
+class JudgeSettings:
+    base_url: str | None = option(None, "OpenAI-compatible endpoint of the judge, e.g. http://127.0.0.1:8000/v1 (unset: no judge; helpfulness is then a proxy)")
+    model: str = option("judge", "Model name sent to the judge endpoint")
+    api_key_env: str | None = option("OPENAI_API_KEY", "Environment variable holding the judge's API key")
+    rubrics: list[str] = option(default_factory=lambda: ["helpfulness"], doc="Rubrics to score: helpfulness, correctness (needs references), domain_adherence (needs `domain`)")
+    domain: str | None = option(None, "One-line description of the domain, for the domain_adherence rubric")
+
+
+@dataclass
+class EvalConfig:
+    data: str = option(doc="Evaluation data file (JSONL, JSON, CSV/TSV, Parquet; see `format` for others)")
+    task: Literal["qa", "classification", "summarization", "translation", "code", "math", "chat"] = option("qa", "How answers are produced and scored")
+    name: str | None = option(None, "Dataset name for the result files eval/<name>.json; defaults to the data file's name")
+    format: Literal["auto", "lines", "tsv", "json_dict"] = option("auto", "auto: by extension; lines: one text per line (with reference_file); tsv: headerless, named by `columns`; json_dict: a JSON object whose values are records")
+    columns: list[str] | None = option(None, "Column names of a headerless TSV (format: tsv)")
+    reference_file: str | None = option(None, "format lines: a line-aligned file of references (e.g. translations)")
+    ids_file: str | None = option(None, "format json_dict: keep only the ids listed in this JSON file (list or object keys)")
+    fields: dict[str, str] = option(default_factory=dict, doc="Map standard fields (prompt, answer, label, reference, tests, setup) to the file's field names")
+    prompt: str | None = option(None, "Prompt template over the record's fields, e.g. 'Translate to German: {text}'; default: the prompt field")
+    system: str | None = option(None, "System prompt; default: the one the evaluated run was trained with")
+    labels: list[str] | None = option(None, "classification: the label set (default: the labels found in the data)")
+    label_map: dict[str, str] | None = option(None, "classification: rename raw labels to words the model can score, e.g. {'0': negative, '1': positive}")
+    shots: int = option(0, "Few-shot examples placed before each question as earlier chat turns", minimum=0)
+    shots_from: str | None = option(None, "File to draw few-shot examples from (same fields); default: the eval data minus the item itself")
+    shot_selection: Literal["random", "similar"] = option("random", "Few-shot choice: seeded random, or most similar by sentence embeddings")
+    limit: int | None = option(None, "Evaluate only the first N items (after the seeded shuffle when shuffle is on)", minimum=1)
+    shuffle: bool = option(False, "Shuffle items (seeded) before applying limit")
+    seed: int = option(0, "Seed for shuffling, few-shot choice, sampling and bootstrap")
+    max_new_tokens: int = option(64, "Longest generated answer", minimum=1)
+    temperature: float = option(0.0, "0 = greedy decoding", minimum=0.0)
+    top_p: float = option(1.0, "Nucleus sampling when temperature > 0", minimum=0.0, maximum=1.0)
+    stop: list[str] = option(default_factory=list, doc="Cut answers at the first of these strings")
+    n_samples: int = option(1, "code: completions per task (pass@k needs n >= k and temperature > 0)", minimum=1)
+    pass_k: list[int] = option(default_factory=lambda: [1], doc="code: the k values of pass@k")
+    code_timeout_s: float = option(10.0, "code: wall-clock limit per test run", minimum=0.1)
+    batch_size: int = option(16, "Prompts generated together", minimum=1)
+    bootstrap: int = option(1000, "Bootstrap resamples for confidence intervals", minimum=100)
+    domain_corpus: str | None = option(None, "Domain corpus (text dataset): enables the domain-adherence score of answers")
+    ood_data: str | None = option(None, "Out-of-domain questions (prompt field): scored for the out-of-domain policy")
+    ood_policy: Literal["decline", "answer"] = option("decline", "What a model should do with out-of-domain questions")
+    general_ability: bool = option(False, "Also measure general-ability retention (perplexity and probe) against the base model")
+    judge: JudgeSettings = field(default_factory=JudgeSettings)
+    output_dir: str = option("runs", "Where a bare model's own run directory is created")
+
+    def validate(self) -> None:
+        if self.format == "lines" and not self.reference_file:
+            raise ConfigError("reference_file: required with format: lines (the line-aligned references)")
+        if self.format == "tsv" and not self.columns:
+            raise ConfigError("columns: required with format: tsv (e.g. [label, sentence])")
+        if self.task == "code" and max(self.pass_k) > self.n_samples:
+            raise ConfigError(f"pass_k: k={max(self.pass_k)} needs n_samples >= {max(self.pass_k)}")
+
+    @property
+    def dataset_name(self) -> str:
+        if self.name:
+            return self.name
+        p = Path(self.data)
+        return p.stem if p.suffix else p.name
+
+    def cache_fields(self) -> dict:
+        """Settings that change results (paths to outputs and the judge endpoint do not)."""
+        d = configlib.to_dict(self)
+        for k in ("output_dir", "name"):
+            d.pop(k, None)
+        d["judge"] = {k: v for k, v in d["judge"].items() if k in ("model", "rubrics", "domain")} if self.judge.base_url else None
+        return d
+
+
+def load_eval_config(path=None, overrides=(), *, base: dict | None = None) -> EvalConfig:
+    return configlib.load_config(EvalConfig, path, overrides, base=base)

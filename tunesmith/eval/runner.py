@@ -1,0 +1,217 @@
+"""`tunesmith eval`: evaluate a model or a run on one dataset and write the results into the
+run directory: eval/<dataset>.json (metrics with 95% intervals, settings, hashes) and
+eval/<dataset>.samples.jsonl (input, prediction, reference, per-item scores).
+
+A bare model gets its own run directory, so its results sit beside fine-tuned ones. Results
+are cached by (model hash, data hash, settings): the same evaluation twice does no work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from pathlib import Path
+
+from tunesmith.errors import TunesmithError
+from tunesmith.eval import scoring
+from tunesmith.eval.config import EvalConfig
+from tunesmith.runs import SCHEMA_VERSION, update_run
+from tunesmith.training.checkpoint import write_json_atomic
+
+EVAL_VERSION = 1  # bump when scoring changes, so cached results are recomputed
+
+
+def model_run_dir(spec: str, output_dir: str | Path = "runs") -> Path:
+    """The run directory results go to: the run itself, or runs/<model-name> for a bare model."""
+    p = Path(spec)
+    if (p / "run.json").exists():
+        return p
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", p.stem if p.suffix == ".gguf" else p.name).strip("-") or "model"
+    run = Path(output_dir) / name
+    if not (run / "run.json").exists():
+        run.mkdir(parents=True, exist_ok=True)
+        update_run(run, schema_version=SCHEMA_VERSION, name=name, regimen="base", base_model=spec,
+                   trains_weights=False, status="completed")
+    return run
+
+
+def model_fingerprint(spec: str) -> str:
+    """A content hash of the weights a spec resolves to (adapter or full weights, and base)."""
+    from tunesmith.data.io import file_sha256
+    from tunesmith.models.loading import resolve_model
+
+    ref = resolve_model(spec)
+    src = Path(ref.path) / "tunesmith_source.json"
+    base = json.loads(src.read_text())["sha256"] if src.exists() else file_sha256(ref.path)
+    parts = [base]
+    for extra in (ref.adapter, ref.full_weights):
+        if extra is not None:
+            parts.append(file_sha256(extra))
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def _data_hash(cfg: EvalConfig) -> str:
+    from tunesmith.data.io import file_sha256
+
+    parts = [file_sha256(f) for f in (cfg.data, cfg.reference_file, cfg.ids_file, cfg.shots_from, cfg.domain_corpus, cfg.ood_data) if f]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def _generate(model, tok, items, cfg, progress) -> list[list[str]]:
+    from tunesmith.generation import GenerationSettings, generate_batch
+
+    convs = [it.messages for it in items]
+    samples = []
+    for s in range(cfg.n_samples):
+        gs = GenerationSettings(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                                stop=list(cfg.stop), seed=cfg.seed + s)
+        samples.append(generate_batch(model, tok, convs, gs, batch_size=cfg.batch_size, progress=progress))
+    return samples
+
+
+def _classify(model, tok, items, cfg, progress) -> tuple[list[list[str]], list[list[float]]]:
+    from tunesmith.eval.likelihood import option_logprobs, pick
+
+    labels = cfg.labels or sorted({it.label for it in items})
+    opts = [labels] * len(items)
+    scores = option_logprobs(model, tok, [it.messages for it in items], opts, batch_size=cfg.batch_size, progress=progress)
+    return [pick(opts, scores)], scores
+
+
+def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool = False) -> dict:
+    """Evaluate `spec` (run directory, built-in name, HF dir or .gguf) on `cfg.data`."""
+    from tunesmith.api import run_system_prompt
+    from tunesmith.eval.sources import read_records
+    from tunesmith.eval.tasks import build_items
+    from tunesmith.models.loading import load_model
+
+    records = read_records(cfg)  # bad data fails before the model loads
+    run = model_run_dir(spec, cfg.output_dir)
+    system = cfg.system if cfg.system is not None else run_system_prompt(str(run))
+    key_src = {"v": EVAL_VERSION, "model": model_fingerprint(spec), "data": _data_hash(cfg), "cfg": cfg.cache_fields(), "system": system}
+    cache_key = hashlib.sha256(json.dumps(key_src, sort_keys=True, default=str).encode()).hexdigest()
+    out = run / "eval" / f"{cfg.dataset_name}.json"
+    if out.exists() and not force:
+        prev = json.loads(out.read_text())
+        if prev.get("cache_key") == cache_key:
+            return {**prev, "cached": True}
+
+    model, tok, _ = load_model(spec)
+    items = build_items(records, cfg, system)
+    t0 = time.time()
+    option_scores = None
+    if cfg.task == "classification":
+        samples, option_scores = _classify(model, tok, items, cfg, progress)
+    else:
+        samples = _generate(model, tok, items, cfg, progress)
+    gen_seconds = time.time() - t0
+    per_item, metrics, extra = scoring.score(cfg.task, items, samples, cfg, progress=progress)
+    helpfulness = _helpfulness(samples[0], items, per_item, metrics, cfg)
+    result = {
+        "schema_version": SCHEMA_VERSION, "dataset": cfg.dataset_name, "task": cfg.task, "n": len(items),
+        "primary_metric": scoring.PRIMARY[cfg.task], "metrics": metrics, "helpfulness": helpfulness, **extra,
+        "generation": {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "top_p": cfg.top_p,
+                       "stop": cfg.stop, "n_samples": cfg.n_samples, "batch_size": cfg.batch_size,
+                       "method": "label log-likelihood" if cfg.task == "classification" else "generate"},
+        "prompt_template": cfg.prompt, "system": system, "shots": cfg.shots, "shot_selection": cfg.shot_selection,
+        "model": {"spec": spec, "hash": key_src["model"]}, "data": {"path": cfg.data, "hash": key_src["data"]},
+        "seconds": round(gen_seconds, 2), "seconds_per_item": round(gen_seconds / max(len(items), 1), 4),
+        "cache_key": cache_key, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if cfg.domain_corpus:
+        result["adherence"] = _adherence(model, tok, samples[0], cfg, system, progress)
+    if cfg.general_ability:
+        from tunesmith.eval.forgetting import general_ability
+
+        result["general_ability"] = general_ability(spec, base_spec=_base_of(run))
+    _write_samples(run / "eval" / f"{cfg.dataset_name}.samples.jsonl", items, samples, per_item, option_scores)
+    write_json_atomic(out, result)
+    return {**result, "cached": False, "path": str(out)}
+
+
+def _base_of(run: Path) -> str | None:
+    meta = json.loads((run / "run.json").read_text())
+    return meta.get("base_model") if meta.get("trains_weights") else None
+
+
+def _helpfulness(preds, items, per_item, metrics, cfg) -> dict:
+    """Judge scores when a judge is configured; otherwise a labelled reference-similarity proxy."""
+    if cfg.judge.base_url:
+        from tunesmith.eval.judge import Judge, JudgeConfig, summarize
+
+        judge = Judge(JudgeConfig(base_url=cfg.judge.base_url, model=cfg.judge.model, api_key_env=cfg.judge.api_key_env))
+        out = {"method": f"judge ({cfg.judge.model})"}
+        for rubric in cfg.judge.rubrics:
+            batch = [{"question": it.display, "answer": p, "reference": (it.refs or [None])[0], "domain": cfg.judge.domain}
+                     for p, it in zip(preds, items)]
+            res = judge.score([{k: v for k, v in b.items() if v is not None} for b in batch], rubric=rubric)
+            for row, r in zip(per_item, res):
+                row[f"judge_{rubric}"] = r.score
+            out[rubric] = summarize(res)
+        out["stats"] = judge.stats
+        return out
+    if cfg.task in ("classification", "code", "math") or not any(it.refs for it in items):
+        return {"method": "not applicable (no free-text reference)"}
+    sims = scoring.reference_similarity(preds, items)
+    for row, s in zip(per_item, sims):
+        row["reference_similarity"] = s
+    from tunesmith.eval.stats import bootstrap_ci
+
+    ci = bootstrap_ci(sims, n_resamples=cfg.bootstrap, seed=cfg.seed)
+    metrics["reference_similarity"] = ci
+    return {"method": "proxy: sentence-embedding similarity to the reference (no judge configured)", "proxy": True, **ci}
+
+
+def _adherence(model, tok, preds, cfg, system, progress) -> dict:
+    from tunesmith.data.schemas import load_dataset
+    from tunesmith.eval.adherence import DomainClassifier, adherence_report
+    from tunesmith.eval.sources import read_records
+    from tunesmith.generation import GenerationSettings, generate_batch
+    from tunesmith.resources import load_resource
+
+    corpus = [r["text"] for r in load_dataset(cfg.domain_corpus).rows()]
+    clf = DomainClassifier.fit(corpus, [r["text"] for r in load_resource("general_text")], seed=cfg.seed)
+    answers, mask = list(preds), [False] * len(preds)
+    if cfg.ood_data:
+        ood = read_records(EvalConfig(data=cfg.ood_data, task="qa", limit=None))
+        convs = [([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": str(r.get("prompt") or r.get("question"))}] for r in ood]
+        gs = GenerationSettings(max_new_tokens=cfg.max_new_tokens, temperature=0.0, stop=list(cfg.stop))
+        answers += generate_batch(model, tok, convs, gs, batch_size=cfg.batch_size, progress=progress)
+        mask += [True] * len(ood)
+    rep = adherence_report(answers, classifier=clf, ood_mask=mask if cfg.ood_data else None, ood_policy=cfg.ood_policy)
+    rep["calibration"] = clf.calibration
+    return rep
+
+
+def _write_samples(path: Path, items, samples, per_item, option_scores) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        for i, (it, row) in enumerate(zip(items, per_item)):
+            rec = {"id": it.id, "input": it.display, "prediction": samples[0][i], "reference": it.refs or it.label, "scores": row}
+            if len(samples) > 1:
+                rec["samples"] = [s[i] for s in samples]
+            if option_scores is not None:
+                rec["option_logprobs"] = option_scores[i]
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def load_result(run_or_file: str, dataset: str | None = None) -> tuple[dict, list[dict]]:
+    """An eval result and its samples, from a run directory (and dataset name) or a result file."""
+    p = Path(run_or_file)
+    if p.is_dir():
+        files = sorted((p / "eval").glob("*.json"))
+        if dataset:
+            files = [f for f in files if f.stem == dataset]
+        if len(files) != 1:
+            names = ", ".join(f.stem for f in sorted((p / "eval").glob("*.json"))) or "none"
+            raise TunesmithError(f"{p}: name the dataset with --dataset (evaluated: {names})")
+        p = files[0]
+    if not p.exists():
+        raise TunesmithError(f"{p}: no such evaluation result")
+    samples_path = p.with_name(p.stem + ".samples.jsonl")
+    samples = [json.loads(x) for x in samples_path.read_text().splitlines() if x.strip()] if samples_path.exists() else []
+    return json.loads(p.read_text()), samples

@@ -1,0 +1,72 @@
+"""Read evaluation records from the file shapes real benchmarks come in: anything the data
+layer reads (JSONL, JSON, CSV/TSV with header, Parquet), headerless TSV, a JSON object keyed by
+id, and line-aligned text files (source and reference)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from tunesmith.data.io import read_raw
+from tunesmith.errors import DataError, Problem, TunesmithError
+
+
+def _lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise TunesmithError(f"{path}: cannot read ({e})") from e
+
+
+def _read_lines(cfg) -> list[dict]:
+    src, ref = _lines(cfg.data), _lines(cfg.reference_file)
+    if len(src) != len(ref):
+        raise TunesmithError(f"{cfg.reference_file}: {len(ref)} lines but {cfg.data} has {len(src)}; the files must be line-aligned")
+    return [{"id": str(i + 1), "text": s, "reference": r} for i, (s, r) in enumerate(zip(src, ref))]
+
+
+def _read_tsv(cfg) -> list[dict]:
+    out = []
+    for i, line in enumerate(_lines(cfg.data), 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != len(cfg.columns):
+            raise DataError([Problem(cfg.data, i, None, f"{len(parts)} tab-separated columns, expected {len(cfg.columns)} ({', '.join(cfg.columns)})", "fix the row or the `columns` setting")])
+        out.append({"id": str(i), **dict(zip(cfg.columns, parts))})
+    return out
+
+
+def _read_json_dict(cfg) -> list[dict]:
+    try:
+        obj = json.loads(Path(cfg.data).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise TunesmithError(f"{cfg.data}: cannot read as JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise TunesmithError(f"{cfg.data}: format json_dict expects a JSON object of records keyed by id")
+    keep = None
+    if cfg.ids_file:
+        ids = json.loads(Path(cfg.ids_file).read_text())
+        keep = set(ids if isinstance(ids, list) else ids.keys())
+    return [{"id": str(k), **v} for k, v in obj.items() if keep is None or k in keep]
+
+
+def read_records(cfg) -> list[dict]:
+    """All records of the eval data as plain dicts (each with an `id`), shuffled/limited per cfg."""
+    if cfg.format == "lines":
+        recs = _read_lines(cfg)
+    elif cfg.format == "tsv":
+        recs = _read_tsv(cfg)
+    elif cfg.format == "json_dict":
+        recs = _read_json_dict(cfg)
+    else:
+        raw = read_raw(cfg.data)
+        if raw.problems:
+            raise DataError(raw.problems)
+        recs = [{"id": str(r.data.get("id", r.data.get("task_id", r.line))), **r.data} for r in raw.records]
+    if not recs:
+        raise TunesmithError(f"{cfg.data}: no records to evaluate")
+    if cfg.shuffle:
+        random.Random(cfg.seed).shuffle(recs)
+    return recs[: cfg.limit] if cfg.limit else recs

@@ -1,0 +1,149 @@
+"""Per-task evaluation logic: turn records into chat prompts with references, and score the
+model's answers item by item (per-item scores feed confidence intervals and paired tests)."""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+
+from tunesmith.errors import TunesmithError
+
+# Where each standard field is looked for when `fields` does not name it.
+FALLBACKS = {
+    "prompt": ("prompt", "question", "instruction", "input", "text", "sentence", "dialogue", "QUESTION"),
+    "answer": ("answer", "answers", "reference", "output", "completion", "final_decision"),
+    "label": ("label", "final_decision"),
+    "reference": ("references", "reference", "summary", "target", "answer", "output", "completion", "LONG_ANSWER"),
+    "tests": ("tests", "test_list", "test"),
+    "setup": ("setup", "test_setup_code"),
+}
+DEFAULT_PROMPTS = {
+    "math": "{prompt}\nSolve step by step, then give the final answer on the last line as '#### <number>'.",
+    "code": "{prompt}\nYour code should pass these tests:\n{tests}\nWrite the Python code in a ```python block.",
+}
+
+
+@dataclass
+class Item:
+    id: str
+    messages: list[dict]  # the conversation up to and including the user turn
+    refs: list[str] = field(default_factory=list)
+    label: str | None = None
+    tests: list[str] = field(default_factory=list)
+    setup: str = ""
+    display: str = ""  # the question as a person reads it
+
+
+def _get(rec: dict, name: str, fields: dict, required: bool = True):
+    keys = [k.strip() for k in fields[name].split(",")] if name in fields else [k for k in FALLBACKS[name] if k in rec]
+    vals = [rec[k] for k in keys if k in rec and rec[k] is not None]
+    if not vals:
+        if required:
+            raise TunesmithError(f"record {rec.get('id')}: no '{name}' field (fields present: {', '.join(sorted(rec))}); map it with --field {name}=FIELD")
+        return None
+    return vals if len(keys) > 1 else vals[0]
+
+
+def _text(v) -> str:
+    return "\n".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+
+def _render_prompt(rec: dict, cfg) -> str:
+    template = cfg.prompt or DEFAULT_PROMPTS.get(cfg.task)
+    if not template:
+        return _text(_get(rec, "prompt", cfg.fields))
+    view = {k: _text(v) for k, v in rec.items()}
+    for std in ("prompt", "tests"):
+        if "{" + std + "}" in template and std not in view:
+            view[std] = _text(_get(rec, std, cfg.fields))
+    try:
+        return template.format_map(view)
+    except KeyError as e:
+        raise TunesmithError(f"prompt template uses {{{e.args[0]}}} but the records have {', '.join(sorted(rec))}") from e
+
+
+def _answer_turn(rec: dict, cfg) -> str:
+    """What a few-shot example shows as the assistant's answer."""
+    if cfg.task == "classification":
+        return _label(rec, cfg)
+    if cfg.task == "code":
+        return "```python\n" + _text(rec.get("code", "")) + "\n```"
+    key = "answer" if cfg.task in ("qa", "math") else "reference"
+    v = _get(rec, key, cfg.fields)
+    return _text(v[0] if isinstance(v, list) else v)
+
+
+def _label(rec: dict, cfg) -> str:
+    raw = str(_get(rec, "label", cfg.fields))
+    return (cfg.label_map or {}).get(raw, raw)
+
+
+def _refs(rec: dict, cfg) -> list[str]:
+    if cfg.task in ("qa", "math"):
+        v = _get(rec, "answer", cfg.fields)
+        refs = [_text(x) for x in v] if isinstance(v, list) else [_text(v)]
+        return refs + [str(a) for a in rec.get("aliases", [])]
+    if cfg.task in ("summarization", "translation", "chat"):
+        v = _get(rec, "reference", cfg.fields)
+        return [_text(x) for x in v] if isinstance(v, list) else [_text(v)]
+    return []
+
+
+def _shot_pool(records, cfg):
+    if not cfg.shots:
+        return []
+    if cfg.shots_from:
+        from tunesmith.eval.sources import read_records
+
+        return read_records(type(cfg)(**{**cfg.__dict__, "data": cfg.shots_from, "limit": None, "format": "auto"}))
+    return records
+
+
+def _choose_shots(records, pool, cfg) -> list[list[dict]]:
+    """For each record, the few-shot examples (never the record itself)."""
+    if not cfg.shots:
+        return [[] for _ in records]
+    if cfg.shot_selection == "similar":
+        from tunesmith.embeddings import cosine_topk, get_embedder
+
+        emb = get_embedder()
+        q = emb.encode([_render_prompt(r, cfg) for r in records])
+        p = emb.encode([_render_prompt(r, cfg) for r in pool])
+        idx, _ = cosine_topk(q, p, min(len(pool), cfg.shots + 1))
+        return [[pool[j] for j in row if pool[j]["id"] != r["id"]][: cfg.shots] for r, row in zip(records, idx)]
+    rng = random.Random(cfg.seed)
+    out = []
+    for r in records:
+        cands = [x for x in pool if x["id"] != r["id"]]
+        out.append(rng.sample(cands, min(cfg.shots, len(cands))))
+    return out
+
+
+def build_items(records: list[dict], cfg, system: str | None) -> list[Item]:
+    shots = _choose_shots(records, _shot_pool(records, cfg), cfg)
+    items = []
+    for rec, ex in zip(records, shots):
+        msgs = [{"role": "system", "content": system}] if system else []
+        for s in ex:
+            msgs += [{"role": "user", "content": _render_prompt(s, cfg)}, {"role": "assistant", "content": _answer_turn(s, cfg)}]
+        question = _render_prompt(rec, cfg)
+        msgs.append({"role": "user", "content": question})
+        item = Item(id=rec["id"], messages=msgs, refs=_refs(rec, cfg), display=question)
+        if cfg.task == "classification":
+            item.label = _label(rec, cfg)
+        if cfg.task == "code":
+            t = _get(rec, "tests", cfg.fields)
+            item.tests = [str(x) for x in t] if isinstance(t, list) else [str(t)]
+            item.setup = _text(_get(rec, "setup", cfg.fields, required=False) or "")
+        items.append(item)
+    return items
+
+
+_CODE_BLOCK = re.compile(r"```(?:python|py)?\s*\n(.*?)(?:```|$)", re.S)
+
+
+def extract_code(text: str) -> str:
+    """The first fenced code block of an answer, or the whole answer when there is none."""
+    m = _CODE_BLOCK.search(text)
+    return m.group(1) if m else text
