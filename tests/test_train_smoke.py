@@ -116,3 +116,15 @@ def test_wrong_dataset_type_fails_before_loading(tmp_path, tiny_model_dir, demo_
     with pytest.raises(TunesmithError, match="not accepted"):
         api.train(cfg, progress=False)
     assert not (tmp_path / "smoke-lora").exists()
+
+
+def test_checkpoint_selection_by_exact_match(tmp_path, tiny_model_dir, demo_dir):
+    cfg = _cfg(tmp_path, tiny_model_dir, demo_dir, "lora", "training.max_steps=4", "training.eval_every=2",
+               "training.select_metric=exact_match", "data.val_fraction=0.05")
+    r = api.train(cfg, progress=False)
+    lines = [json.loads(x) for x in (tmp_path / "smoke-lora" / "metrics.jsonl").read_text().splitlines()]
+    vals = [x for x in lines if "val_exact_match" in x]
+    assert [x["step"] for x in vals] == [2, 4] and all(0.0 <= x["val_exact_match"] <= 1.0 for x in vals)
+    # exact match is the selection metric: the best is the first evaluation unless a later one is higher
+    best = max(vals, key=lambda x: (x["val_exact_match"], -x["step"]))
+    assert r["select_metric"] == "exact_match" and r["best_step"] == best["step"] and r["best_metric"] == best["val_exact_match"]

@@ -66,6 +66,7 @@ class TrainingConfig:
     keep_checkpoints: int = option(2, "How many recent checkpoints to keep (the best one is kept too)", minimum=1)
     early_stopping_patience: int | None = option(None, "Stop after this many evaluations without a validation-loss improvement", minimum=1)
     early_stopping_min_delta: float = option(0.0, "Smallest validation-loss decrease that counts as an improvement", minimum=0.0)
+    select_metric: Literal["val_loss", "exact_match"] = option("val_loss", "What picks the best checkpoint and drives early stopping: validation loss, or exact match of greedy answers to the validation split's last assistant turns")
     load_best: bool = option(True, "Export the checkpoint with the best validation loss (else the last)")
     threads: int | None = option(None, "CPU threads for torch (default: torch's choice)", minimum=1)
 

@@ -39,7 +39,9 @@ def embedding_model_dir() -> Path:
             folder = Path(dist.locate_file(f)).parent
             if (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists():
                 return folder
-    raise TunesmithError(f"the embedding model package is incomplete (no model/ folder): reinstall with `{INSTALL_HINT}`")
+    raise TunesmithError(
+        f"the embedding model package is incomplete (no model/ folder): reinstall with `{INSTALL_HINT}`"
+    )
 
 
 def _max_seq_length(model_dir: Path, default: int) -> int:

@@ -125,4 +125,4 @@ def _qualname(func: Callable) -> str:
 
 
 METRICS = Registry("metric", builtins=("tunesmith.eval.metrics",))
-REWARDS = Registry("reward")
+REWARDS = Registry("reward", builtins=("tunesmith.rewards",))

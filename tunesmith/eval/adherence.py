@@ -140,7 +140,9 @@ class DomainClassifier:
         chunks = [c for t in domain_texts for c in chunk_text(t, chunk_words)]
         general = [g.strip() for g in general_texts if g and g.strip()]
         if len(chunks) < 2:
-            raise TunesmithError(f"domain corpus too small: it gives {len(chunks)} chunk(s) of ~{chunk_words} words, need at least 2")
+            raise TunesmithError(
+                f"domain corpus too small: it gives {len(chunks)} chunk(s) of ~{chunk_words} words, need at least 2"
+            )
         if not general:
             raise TunesmithError("no general (out-of-domain) texts given: the threshold needs them for calibration")
         if k < 1:
@@ -181,7 +183,9 @@ class DomainClassifier:
             return np.zeros(0, dtype=np.float32)
         emb = self._embedder().encode(list(texts))  # (N, dim)
         if emb.shape[1] != self.matrix.shape[1]:
-            raise TunesmithError(f"embedder gives {emb.shape[1]} dimensions but the classifier was built with {self.matrix.shape[1]}")
+            raise TunesmithError(
+                f"embedder gives {emb.shape[1]} dimensions but the classifier was built with {self.matrix.shape[1]}"
+            )
         _, top = cosine_topk(emb, self.matrix, self.k)  # (N, k)
         return top.mean(axis=1).astype(np.float32)
 
@@ -257,9 +261,11 @@ DECLINE_PATTERNS: tuple[str, ...] = (
     r"\b(?:I|we) (?:cannot|can't|cant|can not|could not|couldn't|am unable to|are unable to) "
     r"(?:answer|help|provide|say|tell|assist|comment|share|find|give|know|determine|confirm)\b",
     r"\b(?:I|we)(?:'m| am|'re| are) (?:not able|unable) to\b",
+    r"\b(?:not able|unable) to (?:answer|help|assist|provide|say)\b",
     r"\b(?:outside|beyond) (?:of )?(?:my|our|the) (?:scope|expertise|knowledge|area|domain|remit)\b",
     r"\bnot (?:within|in) (?:my|our) (?:scope|expertise|knowledge|area|domain|remit)\b",
-    r"\b(?:I|we) (?:do not|don't|dont) have (?:any |enough |the |that )?(?:information|info|data|knowledge|details|access)\b",
+    r"\b(?:I|we) (?:do not|don't|dont) have (?:any |enough |the |that )?"
+    r"(?:information|info|data|knowledge|details|access)\b",
     r"\b(?:I|we) have no (?:information|info|data|knowledge|details|idea)\b",
     r"\bno (?:information|data|details) (?:is |are )?(?:available )?(?:about|on|regarding)\b",
     r"\b(?:I|we)(?:'m| am|'re| are) afraid (?:that )?(?:I|we)\b",

@@ -62,6 +62,25 @@ def evaluate_loss(model, rows, cfg, pad_id, device, precision) -> float:
     return total / max(n, 1)
 
 
+@torch.no_grad()
+def validation_exact_match(model, tok, rows: list[dict], dtype: str, cfg) -> float:
+    """Share of validation examples whose greedy answer matches the last assistant turn."""
+    from tunesmith.data.templating import to_messages
+    from tunesmith.eval.metrics import exact_match
+    from tunesmith.generation import GenerationSettings, generate_batch
+
+    convs, refs = [], []
+    for r in rows:
+        msgs = to_messages(r, dtype, cfg.data.system_prompt)
+        last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+        convs.append(msgs[:last])
+        refs.append(msgs[last]["content"])
+    longest = max(len(tok(x)["input_ids"]) for x in refs)
+    preds = generate_batch(model, tok, convs, GenerationSettings(max_new_tokens=longest + 8), batch_size=cfg.training.batch_size * 4)
+    model.train()
+    return sum(exact_match(p, [y]) for p, y in zip(preds, refs)) / max(len(refs), 1)
+
+
 def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     t0 = time.time()
     tc = cfg.training
@@ -157,15 +176,20 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         is_last = loop["step"] >= total_steps
         improved = False
         if val_rows and (loop["step"] % tc.eval_every == 0 or is_last):
-            val_loss = evaluate_loss(model, val_rows, cfg, pad_id, device, precision)
-            improved = loop["best_val"] is None or val_loss < loop["best_val"] - tc.early_stopping_min_delta
+            val = {"val_loss": evaluate_loss(model, val_rows, cfg, pad_id, device, precision)}
+            if tc.select_metric == "exact_match":
+                val["val_exact_match"] = validation_exact_match(model, tok, val_rows_raw, train_ds.type, cfg)
+            # Loss improves downwards, exact match upwards; best_val holds the selection metric.
+            value = val["val_loss"] if tc.select_metric == "val_loss" else val["val_exact_match"]
+            sign = 1.0 if tc.select_metric == "val_loss" else -1.0
+            improved = loop["best_val"] is None or sign * (loop["best_val"] - value) > tc.early_stopping_min_delta
             if improved:
-                loop["best_val"], loop["best_step"], loop["bad_evals"] = val_loss, loop["step"], 0
+                loop["best_val"], loop["best_step"], loop["bad_evals"] = value, loop["step"], 0
             else:
                 loop["bad_evals"] += 1
                 if tc.early_stopping_patience and loop["bad_evals"] >= tc.early_stopping_patience:
                     loop["stopped_early"] = True
-            log.validation(loop["step"], val_loss, loop["best_val"])
+            log.validation(loop["step"], val, tc.select_metric, loop["best_val"])
         if improved or is_last or loop["stopped_early"] or loop["step"] % tc.save_every == 0:
             save(best=improved)
     log.close()
@@ -178,7 +202,8 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         exported = state["best"]
     save_model(model, tok, run / "model")
     summary = {
-        "status": "completed", "steps": loop["step"], "final_loss": loop["last_loss"], "best_val_loss": loop["best_val"],
+        "status": "completed", "steps": loop["step"], "final_loss": loop["last_loss"], "best_val_loss": loop["best_val"] if tc.select_metric == "val_loss" else None,
+        "select_metric": tc.select_metric, "best_metric": loop["best_val"],
         "best_step": loop["best_step"], "exported": exported, "stopped_early": loop["stopped_early"],
         "trained_tokens": loop["tokens"], "train_seconds": round(loop["train_s"], 2),
         "tokens_per_s": round(loop["tokens"] / max(loop["train_s"], 1e-9), 1), "wall_seconds": round(time.time() - t0, 2),

@@ -38,12 +38,15 @@ class TrainLogger:
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}", refresh=False)
 
-    def validation(self, step: int, val_loss: float, best: float | None) -> None:
-        self.metrics.log({"step": step, "val_loss": val_loss})
+    def validation(self, step: int, values: dict, select: str, best: float | None) -> None:
+        """values: {"val_loss": ..., optionally "val_exact_match": ...}; `select` names the one that picks checkpoints."""
+        self.metrics.log({"step": step, **values})
         if self.tb:
-            self.tb.add_scalar("validation/loss", val_loss, step)
+            for k, v in values.items():
+                self.tb.add_scalar(f"validation/{k.removeprefix('val_')}", v, step)
         if self.enabled:
-            tqdm.write(f"step {step}: validation loss {val_loss:.4f} (best {best:.4f})", file=sys.stderr)
+            shown = ", ".join(f"{k.removeprefix('val_').replace('_', ' ')} {v:.4f}" for k, v in values.items())
+            tqdm.write(f"step {step}: validation {shown} (best {select.removeprefix('val_').replace('_', ' ')} {best:.4f})", file=sys.stderr)
 
     def close(self) -> None:
         self.bar.close()
