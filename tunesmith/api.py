@@ -25,6 +25,18 @@ def train(config: str | Path | object, overrides=(), *, resume: bool = False, ov
     return module.train(cfg, resume=resume, overwrite=overwrite, progress=progress)
 
 
+def conversations(model: str, prompts: list[str], system: str | None = None) -> list[list[dict]]:
+    """Chat messages for prompts as a model or run expects them: a prompting or retrieval run's
+    recipe (template, few-shot turns, passages) is applied; otherwise the run's system prompt."""
+    from tunesmith.prompting import Recipe
+
+    recipe = Recipe.load(model) if Path(model).is_dir() else None
+    if recipe is not None:
+        return recipe.apply(prompts, system)[0]
+    system = system if system is not None else run_system_prompt(model)
+    return [([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": p}] for p in prompts]
+
+
 def token_counter(model: str, max_length: int | None = None, system_prompt: str | None = None):
     """A function counting each normalised record's tokens as training would render them."""
     from tunesmith.data.templating import render_chat, render_text, to_messages
@@ -93,8 +105,7 @@ def generate(model: str, prompts: list[str], *, system: str | None = None, max_n
     from tunesmith.models.loading import load_model
 
     m, tok, _ = load_model(model)
-    system = system if system is not None else run_system_prompt(model)
-    convs = [([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": p}] for p in prompts]
+    convs = conversations(model, prompts, system)
     return generate_batch(m, tok, convs, GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature), batch_size=batch_size)
 
 

@@ -89,9 +89,14 @@ def cmd_chat(a) -> int:
     from tunesmith.generation import GenerationSettings, stream_reply
     from tunesmith.models.loading import load_model
 
+    from pathlib import Path
+
+    from tunesmith.prompting import Recipe
+
     model, tok, _ = load_model(a.model)
+    recipe = Recipe.load(a.model) if Path(a.model).is_dir() else None  # prompting/rag runs shape each turn
     system = a.system if a.system is not None else run_system_prompt(a.model)
-    history = [{"role": "system", "content": system}] if system else []
+    history = [{"role": "system", "content": system}] if system and recipe is None else []
     settings = GenerationSettings(max_new_tokens=a.max_new_tokens, temperature=a.temperature)
     print("chat with", a.model, "(empty line or Ctrl-D ends; /reset clears the history)")
     while True:
@@ -103,9 +108,13 @@ def cmd_chat(a) -> int:
         if not line:
             return 0
         if line == "/reset":
-            history = history[:1] if system else []
+            history = history[:1] if system and recipe is None else []
             continue
-        history.append({"role": "user", "content": line})
+        if recipe is not None:
+            turn = recipe.apply([line], a.system)[0][0]  # system + shots + the templated question
+            history = (turn[:-1] if not history else history) + [turn[-1]]
+        else:
+            history.append({"role": "user", "content": line})
         print("bot> ", end="", flush=True)
         reply = ""
         for piece in stream_reply(model, tok, history, settings):

@@ -16,7 +16,8 @@ from tunesmith.configlib import option
 from tunesmith.errors import ConfigError
 from tunesmith.models.builtins import DEFAULT_MODEL
 
-REGIMENS = ("sft",)  # each is a module tunesmith.regimens.<name> with a train(cfg, ...) function
+# Each is a module tunesmith.regimens.<name> with a train(cfg, ...) function.
+REGIMENS = ("sft", "prompt", "rag", "cpt", "head", "dpo", "grpo")
 
 
 @dataclass
@@ -72,18 +73,80 @@ class TrainingConfig:
 
 
 @dataclass
+class PromptingConfig:
+    template: str = option("{question}", "User turn template; {question} is the question as the data gives it (rag adds {passages})")
+    shots: int = option(0, "Few-shot examples (from data.train) placed before each question", minimum=0)
+    shot_selection: Literal["random", "similar"] = option("random", "random: one seeded set for every question; similar: the most similar training examples per question (sentence embeddings)")
+
+
+@dataclass
+class RagConfig:
+    corpus: str | None = option(None, "The domain corpus to retrieve from (a text dataset: JSONL with text/id/title, or a folder of .txt/.md)")
+    method: Literal["bm25", "embedding", "hybrid"] = option("hybrid", "Retriever: BM25, sentence embeddings, or their reciprocal-rank fusion")
+    top_k: int = option(3, "Passages inserted into each prompt", minimum=1)
+    chunk_words: int = option(120, "Chunk length in words", minimum=10)
+    overlap_words: int = option(30, "Words shared by consecutive chunks", minimum=0)
+    template: str = option("Use these passages from the documentation when they help.\n\n{passages}\n\nQuestion: {question}",
+                           "User turn template with {passages} (source-tagged) and {question}")
+
+
+@dataclass
+class CptConfig:
+    general_share: float = option(0.0, "Share of general text mixed into continued pre-training to limit forgetting", minimum=0.0, maximum=0.9)
+    general_text: str | None = option(None, "General text to mix in (text dataset); default: tunesmith's shipped general-text sample")
+
+
+@dataclass
+class HeadConfig:
+    train: Literal["head", "lora", "full"] = option("head", "What trains with the classification head: the head only, the head plus LoRA adapters (adapter.*), or everything")
+    class_weights: bool = option(True, "Weight the loss by inverse class frequency (for imbalanced labels)")
+
+
+@dataclass
+class DpoConfig:
+    beta: float = option(0.1, "Strength of the preference (inverse temperature of the implicit reward)", minimum=0.0)
+    loss: Literal["sigmoid", "ipo", "simpo"] = option("sigmoid", "sigmoid: DPO; ipo: Identity Preference Optimisation; simpo: reference-free SimPO")
+    label_smoothing: float = option(0.0, "Conservative DPO: assumed share of flipped preference labels", minimum=0.0, maximum=0.5)
+    simpo_gamma: float = option(0.5, "SimPO target reward margin", minimum=0.0)
+
+
+@dataclass
+class GrpoConfig:
+    group_size: int = option(4, "Completions sampled per prompt", minimum=2)
+    prompts_per_step: int = option(4, "Prompts per optimizer step", minimum=1)
+    max_new_tokens: int = option(32, "Longest sampled completion", minimum=1)
+    temperature: float = option(1.0, "Sampling temperature", minimum=0.01)
+    top_p: float = option(1.0, "Nucleus sampling", minimum=0.0, maximum=1.0)
+    clip_eps: float = option(0.2, "PPO-style clipping of the probability ratio", minimum=0.0)
+    kl_coef: float = option(0.04, "Weight of the KL penalty to the starting model (0 disables it)", minimum=0.0)
+    updates_per_batch: int = option(1, "Optimizer passes over each batch of sampled completions", minimum=1)
+    rewards: dict[str, float] = option(default_factory=lambda: {"exact_match": 1.0}, doc="Reward functions and their weights: built-ins (exact_match, numeric_match, code_tests, format_regex, length_penalty) or 'module:function'")
+    reward_options: dict[str, dict] = option(default_factory=dict, doc="Keyword arguments per reward, e.g. {length_penalty: {max_words: 30}}")
+
+
+@dataclass
 class TrainConfig:
     name: str | None = option(None, "Run name: results go to <output_dir>/<name>; defaults to the config file's name")
     regimen: str = option("sft", "How the model is adapted", choices=REGIMENS)
     seed: int = option(0, "Seed for data order, splits, initialisation and dropout")
     output_dir: str = option("runs", "Folder that holds run directories")
+    init_from: str | None = option(None, "Start from another run's output (runs/<name>): e.g. SFT after continued pre-training; the chain is recorded")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = option(doc="Training data", default_factory=lambda: DataConfig(train=""))
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    prompting: PromptingConfig = field(default_factory=PromptingConfig)
+    rag: RagConfig = field(default_factory=RagConfig)
+    cpt: CptConfig = field(default_factory=CptConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    dpo: DpoConfig = field(default_factory=DpoConfig)
+    grpo: GrpoConfig = field(default_factory=GrpoConfig)
 
     def validate(self) -> None:
-        if not self.data.train:
+        if self.regimen == "rag" and not self.rag.corpus:
+            raise ConfigError("rag.corpus: required for regimen rag (the domain documents to retrieve from)")
+        zero_shot = self.regimen in ("prompt", "rag") and self.prompting.shots == 0
+        if not self.data.train and not zero_shot:
             raise ConfigError("data.train: required field is missing (add it: data.train: path/to/train.jsonl)")
         if self.training.max_steps is None and self.training.epochs <= 0:
             raise ConfigError("training.epochs: must be > 0 when training.max_steps is unset")
@@ -93,6 +156,11 @@ class TrainConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / str(self.name)
+
+    @property
+    def start_model(self) -> str:
+        """What training starts from: another run's output when init_from is set."""
+        return self.init_from or self.model.name
 
 
 def load_train_config(path: str | Path | None = None, overrides=(), *, base: dict | None = None) -> TrainConfig:

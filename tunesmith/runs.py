@@ -136,3 +136,31 @@ class MetricsLog:
         if not self.path.exists():
             return []
         return [json.loads(ln) for ln in self.path.read_text().splitlines() if ln.strip()]
+
+
+def chain_of(spec: str) -> list[str]:
+    """The runs a model spec builds on, oldest first (empty for a plain model)."""
+    p = Path(spec)
+    if not (p / "run.json").exists():
+        return []
+    meta = json.loads((p / "run.json").read_text())
+    return list(meta.get("chain", [])) + [str(p)]
+
+
+def start_run(cfg, *, regimen: str, files: dict, counts: dict, data_info: dict | None = None,
+              trains_weights: bool = True, resume: bool = False, overwrite: bool = False) -> Path:
+    """Create (or reopen) the run directory and write its contract files: config.yaml,
+    env.json, data_manifest.json and run.json with status "running"."""
+    from tunesmith import configlib
+
+    run = cfg.run_dir
+    prepare_run_dir(run, resume=resume, overwrite=overwrite)
+    tmp = run / "config.yaml.tmp"
+    tmp.write_text(configlib.dump_yaml(cfg))
+    os.replace(tmp, run / "config.yaml")
+    write_json_atomic(run / "env.json", env_info())
+    write_json_atomic(run / "data_manifest.json", data_manifest(files, counts, data_info))
+    update_run(run, schema_version=SCHEMA_VERSION, name=cfg.name, regimen=regimen, base_model=cfg.start_model,
+               init_from=cfg.init_from, chain=chain_of(cfg.start_model), trains_weights=trains_weights,
+               status="running", seed=cfg.seed)
+    return run

@@ -42,14 +42,19 @@ def model_fingerprint(spec: str) -> str:
     from tunesmith.data.io import file_sha256
     from tunesmith.models.loading import resolve_model
 
-    ref = resolve_model(spec)
-    src = Path(ref.path) / "tunesmith_source.json"
-    base = json.loads(src.read_text())["sha256"] if src.exists() else file_sha256(ref.path)
-    parts = [base]
-    for extra in (ref.adapter, ref.full_weights):
-        if extra is not None:
-            parts.append(file_sha256(extra))
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+    def parts(ref) -> list[str]:
+        if ref.base is not None:
+            out = parts(ref.base)
+        elif ref.full_weights is not None:
+            return [file_sha256(ref.full_weights)]
+        else:
+            src = Path(ref.path) / "tunesmith_source.json"
+            out = [json.loads(src.read_text())["sha256"] if src.exists() else file_sha256(ref.path)]
+        if ref.adapter is not None:
+            out.append(file_sha256(ref.adapter))
+        return out
+
+    return hashlib.sha256("|".join(parts(resolve_model(spec))).encode()).hexdigest()
 
 
 def _data_hash(cfg: EvalConfig) -> str:
@@ -100,6 +105,7 @@ def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool =
 
     model, tok, _ = load_model(spec)
     items = build_items(records, cfg, system)
+    retrieval = _apply_recipe(run, items, records, cfg)
     t0 = time.time()
     option_scores = None
     if cfg.task == "classification":
@@ -120,6 +126,12 @@ def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool =
         "seconds": round(gen_seconds, 2), "seconds_per_item": round(gen_seconds / max(len(items), 1), 4),
         "cache_key": cache_key, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    if retrieval:
+        result["retrieval"] = retrieval
+    if (run / "metrics.jsonl").exists():
+        from tunesmith.eval.overfitting import analyse_metrics
+
+        result["overfitting"] = analyse_metrics(run / "metrics.jsonl")
     if cfg.domain_corpus:
         result["adherence"] = _adherence(model, tok, samples[0], cfg, system, progress)
     if cfg.general_ability:
@@ -129,6 +141,26 @@ def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool =
     _write_samples(run / "eval" / f"{cfg.dataset_name}.samples.jsonl", items, samples, per_item, option_scores)
     write_json_atomic(out, result)
     return {**result, "cached": False, "path": str(out)}
+
+
+def _apply_recipe(run: Path, items, records, cfg) -> dict | None:
+    """A prompting/retrieval run's recipe decides the messages (its template, shots, passages).
+    Returns retrieval recall@k when the records name each question's gold document (doc_id)."""
+    from tunesmith.eval.stats import bootstrap_ci
+    from tunesmith.prompting import Recipe
+
+    recipe = Recipe.load(run)
+    if recipe is None:
+        return None
+    msgs, hits = recipe.apply([it.display for it in items], cfg.system)
+    for it, m, h in zip(items, msgs, hits):
+        it.messages = m
+        it.retrieved = [c.doc_id for c, _ in h]
+    if not recipe.rag or not all("doc_id" in r for r in records):
+        return None
+    found = [float(str(r["doc_id"]) in it.retrieved) for r, it in zip(records, items)]
+    return {"k": recipe.rag["top_k"], "method": recipe.rag["method"],
+            f"recall@{recipe.rag['top_k']}": bootstrap_ci(found, n_resamples=cfg.bootstrap, seed=cfg.seed)}
 
 
 def _base_of(run: Path) -> str | None:
@@ -195,6 +227,8 @@ def _write_samples(path: Path, items, samples, per_item, option_scores) -> None:
                 rec["samples"] = [s[i] for s in samples]
             if option_scores is not None:
                 rec["option_logprobs"] = option_scores[i]
+            if it.retrieved:
+                rec["retrieved"] = it.retrieved
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     tmp.replace(path)
 

@@ -33,6 +33,7 @@ class Item:
     tests: list[str] = field(default_factory=list)
     setup: str = ""
     display: str = ""  # the question as a person reads it
+    retrieved: list[str] = field(default_factory=list)  # source ids of the passages a rag run inserted
 
 
 def _get(rec: dict, name: str, fields: dict, required: bool = True):

@@ -110,6 +110,9 @@ class ModelRef:
     base_spec: str | None = None  # for runs and adapters: the base model's spec
     run_dir: Path | None = None
     info: dict = field(default_factory=dict)
+    # A run trained on top of another run (init_from, or a run as model.name): `base` is that
+    # run's ref; its adapter is merged before this one's is applied.
+    base: "ModelRef | None" = None
 
     @property
     def weights_dir(self) -> Path:
@@ -159,13 +162,15 @@ def _resolve_run(run_dir: Path) -> ModelRef:
     base_spec = meta["base_model"]
     ref = resolve_model(base_spec)
     model_dir = run_dir / "model"
+    if not meta.get("trains_weights", True):
+        # A prompting or retrieval "run" adds no weights: it is its base model (itself possibly a run).
+        return ModelRef(str(run_dir), "run", ref.path, adapter=ref.adapter, full_weights=ref.full_weights,
+                        base_spec=base_spec, run_dir=run_dir, base=ref.base)
     if meta.get("status") != "completed" or not model_dir.exists():
-        # A prompting "run" has no weights of its own; a failed training run has none yet.
-        if meta.get("trains_weights", True):
-            raise TunesmithError(f"{run_dir}: run did not complete (status {meta.get('status')!r}); finish it with `tunesmith train ... --resume`")
-        return ModelRef(str(run_dir), "run", ref.weights_dir, adapter=ref.adapter, base_spec=base_spec, run_dir=run_dir)
+        raise TunesmithError(f"{run_dir}: run did not complete (status {meta.get('status')!r}); finish it with `tunesmith train ... --resume`")
     if (model_dir / "adapter_config.json").exists():
-        return ModelRef(str(run_dir), "run", ref.weights_dir, adapter=model_dir, base_spec=base_spec, run_dir=run_dir)
+        stacked = ref if (ref.adapter is not None or ref.base is not None) else None
+        return ModelRef(str(run_dir), "run", ref.weights_dir, adapter=model_dir, base_spec=base_spec, run_dir=run_dir, base=stacked)
     return ModelRef(str(run_dir), "run", ref.path, full_weights=model_dir, base_spec=base_spec, run_dir=run_dir)
 
 
@@ -190,18 +195,29 @@ def load_tokenizer(spec: str | ModelRef):
     return prepare_tokenizer(AutoTokenizer.from_pretrained(src))
 
 
-def load_model(spec: str | ModelRef, *, merge_adapter: bool = False):
-    """Return (model, tokenizer, ref) in float32 on CPU, adapter attached when there is one."""
+def _load_weights(ref: ModelRef):
+    """The model a ref describes, with every adapter below the top one merged in."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    ref = spec if isinstance(spec, ModelRef) else resolve_model(spec)
-    model = AutoModelForCausalLM.from_pretrained(ref.weights_dir, dtype=torch.float32, attn_implementation="sdpa")
+    if ref.base is not None:
+        model = _load_weights(ref.base)
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(ref.weights_dir, dtype=torch.float32, attn_implementation="sdpa")
     if ref.adapter is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, ref.adapter)
-        if merge_adapter:
-            model = model.merge_and_unload()
+    return model
+
+
+def load_model(spec: str | ModelRef, *, merge_adapter: bool = False):
+    """Return (model, tokenizer, ref) in float32 on CPU, adapter attached when there is one."""
+    ref = spec if isinstance(spec, ModelRef) else resolve_model(spec)
+    model = _load_weights(ref)
+    if merge_adapter and hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
     model.eval()
     return model, load_tokenizer(ref), ref

@@ -13,14 +13,14 @@ import time
 
 import torch
 
-from tunesmith import configlib
 from tunesmith.data.schemas import load_dataset
-from tunesmith.data.packing import batches, collate, pack, unpacked
+from tunesmith.data.packing import batches, collate
 from tunesmith.data.splits import split_rows
-from tunesmith.data.templating import IGNORE, encode_rows
+from tunesmith.data.templating import encode_rows
 from tunesmith.models.loading import load_model
-from tunesmith.runs import MetricsLog, data_manifest, env_info, prepare_run_dir, update_run, SCHEMA_VERSION
+from tunesmith.runs import start_run, update_run
 from tunesmith.training import checkpoint as ckpt
+from tunesmith.training.batching import count_targets, epoch_order, make_rows, mean_loss
 from tunesmith.training.adapters import apply_adapter, count_params, param_groups, save_model
 from tunesmith.training.losses import causal_lm_loss
 from tunesmith.training.progress import TrainLogger
@@ -38,28 +38,6 @@ def _load_data(cfg):
         return train_ds, train_ds.rows(), val_ds.rows()
     tr, va = split_rows(train_ds.rows(), cfg.data.val_fraction, cfg.seed)
     return train_ds, tr, va
-
-
-def _rows(examples, cfg):
-    return pack(examples, cfg.data.max_length) if cfg.data.packing else unpacked(examples)
-
-
-def _n_targets(rows) -> int:
-    # Trained tokens after the next-token shift (the first label of each row is never a target).
-    return sum(sum(1 for y in r.labels[1:] if y != IGNORE) for r in rows)
-
-
-@torch.no_grad()
-def evaluate_loss(model, rows, cfg, pad_id, device, precision) -> float:
-    """Mean next-token loss over all trained tokens of `rows`."""
-    model.eval()
-    total, n = 0.0, 0
-    for group in batches(rows, cfg.training.batch_size, list(range(len(rows)))):
-        with autocast(device, precision):
-            s, k = causal_lm_loss(model, to_device(collate(group, pad_id), device))
-        total, n = total + float(s), n + k
-    model.train()
-    return total / max(n, 1)
 
 
 @torch.no_grad()
@@ -85,16 +63,10 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     t0 = time.time()
     tc = cfg.training
     train_ds, train_rows, val_rows_raw = _load_data(cfg)
-    run = cfg.run_dir
-    prepare_run_dir(run, resume=resume, overwrite=overwrite)
-    (run / "config.yaml").write_text(configlib.dump_yaml(cfg))
-    ckpt.write_json_atomic(run / "env.json", env_info())
-    files = {"train": cfg.data.train, "validation": cfg.data.validation}
-    counts = {"train": len(train_rows), "validation": len(val_rows_raw)}
-    manifest = data_manifest(files, counts, {"type": train_ds.type, "layout": train_ds.layout})
-    ckpt.write_json_atomic(run / "data_manifest.json", manifest)
-    update_run(run, schema_version=SCHEMA_VERSION, name=cfg.name, regimen="sft", base_model=cfg.model.name,
-               trains_weights=True, adapter=cfg.adapter.mode, status="running", data_type=train_ds.type)
+    run = start_run(cfg, regimen="sft", files={"train": cfg.data.train, "validation": cfg.data.validation},
+                    counts={"train": len(train_rows), "validation": len(val_rows_raw)},
+                    data_info={"type": train_ds.type, "layout": train_ds.layout}, resume=resume, overwrite=overwrite)
+    update_run(run, adapter=cfg.adapter.mode, data_type=train_ds.type)
 
     # Model, trainable parameters and device.
     seed_everything(cfg.seed)
@@ -102,7 +74,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         torch.set_num_threads(tc.threads)
     device = pick_device(tc.device)
     precision = resolve_precision(tc.precision, device)
-    model, tok, _ = load_model(cfg.model.name, merge_adapter=True)
+    model, tok, _ = load_model(cfg.start_model, merge_adapter=True)
     model = apply_adapter(model, cfg.adapter).to(device)
     model.train()
     n_trainable, n_total = count_params(model)
@@ -111,7 +83,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     enc = dict(max_length=cfg.data.max_length, system_prompt=cfg.data.system_prompt, loss_on=cfg.data.loss_on)
     train_ex, enc_stats = encode_rows(train_rows, train_ds.type, tok, **enc)
     val_ex, _ = encode_rows(val_rows_raw, train_ds.type, tok, **enc)
-    rows, val_rows = _rows(train_ex, cfg), _rows(val_ex, cfg)
+    rows, val_rows = make_rows(train_ex, cfg.data.max_length, cfg.data.packing), make_rows(val_ex, cfg.data.max_length, cfg.data.packing)
     if not rows:
         raise RuntimeError("no trainable examples left after encoding")
     pad_id = tok.pad_token_id
@@ -141,12 +113,10 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
                              scheduler=scheduler, loop_state=loop, keep=tc.keep_checkpoints, best=best)
 
     while loop["step"] < total_steps and not loop["stopped_early"]:
-        # The epoch's order depends only on (seed, epoch): a resumed run replays it exactly.
-        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + loop["epoch"])
-        epoch_batches = batches(rows, tc.batch_size, torch.randperm(len(rows), generator=gen).tolist())
+        epoch_batches = batches(rows, tc.batch_size, epoch_order(len(rows), cfg.seed, loop["epoch"]))
         group = epoch_batches[loop["micro"] : loop["micro"] + tc.gradient_accumulation_steps]
         t_step = time.time()
-        n_targets = sum(_n_targets(g) for g in group)
+        n_targets = sum(count_targets(g) for g in group)
         loss_sum = 0.0
         for mb in group:
             batch = to_device(collate(mb, pad_id), device)
@@ -176,7 +146,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         is_last = loop["step"] >= total_steps
         improved = False
         if val_rows and (loop["step"] % tc.eval_every == 0 or is_last):
-            val = {"val_loss": evaluate_loss(model, val_rows, cfg, pad_id, device, precision)}
+            val = {"val_loss": mean_loss(model, val_rows, batch_size=tc.batch_size, pad_id=pad_id, device=device, precision=precision)}
             if tc.select_metric == "exact_match":
                 val["val_exact_match"] = validation_exact_match(model, tok, val_rows_raw, train_ds.type, cfg)
             # Loss improves downwards, exact match upwards; best_val holds the selection metric.
