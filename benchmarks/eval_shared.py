@@ -15,7 +15,8 @@ kept from the previous table, marked with the date they were measured. The table
 Evaluations re-run by default (the point is timing); --use-cache reuses a cached result with
 the same settings, and its row then reports the generation time recorded with it.
 Timings depend on the machine and on what else runs on it: the load average at the start and
-at the end is recorded beside them.
+at the end is recorded beside them. On a machine busy with other work, --threads 1 avoids
+threads of one operation waiting for each other (several times faster there).
 """
 
 from __future__ import annotations
@@ -142,6 +143,11 @@ def run_one(path: Path, model: str, overrides: list[str], force: bool) -> dict:
         r = api.evaluate(model, str(path), overrides, progress=True, force=force)
     except TunesmithError as e:
         return {"dataset": name, "task": cfg.task, "status": f"failed: {e}"}
+    except Exception as e:  # a bug, not bad data: show it, and go on with the other datasets
+        import traceback
+
+        traceback.print_exc()
+        return {"dataset": name, "task": cfg.task, "status": f"failed: {type(e).__name__}: {e}"}
     wall = time.perf_counter() - t0
     from tunesmith.eval.report import format_result
 
@@ -192,10 +198,11 @@ def render_table(rows: list[dict], env: dict) -> str:
         body.append(f"| {row['dataset']}{mark} | {row['task']} | {row['n']} | {primary} | {others or '-'} | {row['s_per_item']:.2f} | {wall} |")
     v = env["versions"]
     lines = [
-        f"Measured {env['date']} on {env['machine']}" + (f" (GPU: {env['gpu']})" if env.get("gpu") else "") + f"; {env['os']}.",
-        f"Model: `{env['model']}`. Items per dataset: {env['limit']} (seeded shuffle, see each config).",
-        "Versions: " + ", ".join(f"{k} {v[k]}" for k in v) + (f"; tunesmith checkout {env['git']}" if env.get("git") else "") + ".",
-        f"Load average (1/5/15 min) at the start: {env['load_start']}; at the end: {env.get('load_end', 'n/a')}.",
+        f"- Measured: {env['date']}",
+        f"- Machine: {env['machine']}" + (f"; GPU: {env['gpu']}" if env.get("gpu") else "") + f"; {env['os']}",
+        f"- Load average (1/5/15 min) at the start: {env['load_start']}; at the end: {env.get('load_end', 'n/a')}",
+        f"- Model: `{env['model']}`; items per dataset: {env['limit']} (a seeded random sample, see each config)",
+        "- Versions: " + ", ".join(f"{k} {v[k]}" for k in v) + (f"; tunesmith checkout {env['git']}" if env.get("git") else ""),
         "",
         *head, *body,
         "",
@@ -204,6 +211,8 @@ def render_table(rows: list[dict], env: dict) -> str:
         "similarity to the reference, not a judge. s / item and wall time are end to end (model load, generation or "
         "label scoring, tests, metrics) on this machine, from `benchmarks/eval_shared.py`.",
     ]
+    if notes:
+        lines.append("")
     for row in notes:
         lines.append(f"Row `{row['dataset']}` is from an earlier run ({row['date']}, {row.get('machine', '?')}, model `{row.get('model', '?')}`).")
     return "\n".join(lines)
@@ -255,9 +264,15 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(DEFAULT_OUT), help="Markdown file to update (default: docs/benchmarks.md)")
     p.add_argument("--output-dir", help="where a bare model's run directory with the results goes (default: runs/ in the repository)")
     p.add_argument("--use-cache", action="store_true", help="reuse cached results with the same settings instead of re-running")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core); 1 is far faster on a busy machine, "
+                   "where threads of one op wait for each other")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra evaluation override for every config (e.g. batch_size=8)")
     a = p.parse_args(argv)
 
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
     out = Path(a.out).resolve()  # relative to where the script was started
     model = a.model
     if Path(model).exists():  # a run directory or model path given relative to the caller

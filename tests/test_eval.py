@@ -164,3 +164,20 @@ def test_eval_with_judge_over_loopback_openai_server(tmp_path, tiny_model_dir, d
     for s in samples:
         want = 5.0 if s["reference"][0].lower() in s["prediction"].lower() else 1.0
         assert s["scores"]["judge_correctness"] == want
+
+
+def test_prompt_recipe_change_invalidates_the_eval_cache(tmp_path, tiny_model_dir, demo_dir):
+    from tunesmith import api
+    from tunesmith.config import load_train_config
+
+    def prompt_run(shots):
+        cfg = load_train_config(None, ["regimen=prompt", f"model.name={tiny_model_dir}", f"data.train={demo_dir / 'qa_train.jsonl'}",
+                                       "name=p", f"output_dir={tmp_path}", f"prompting.shots={shots}"])
+        api.train(cfg, overwrite=True, progress=False)
+
+    kw = dict(data=str(demo_dir / "qa_test.jsonl"), task="qa", limit=3, max_new_tokens=3, output_dir=str(tmp_path))
+    prompt_run(0)
+    assert not api.evaluate(str(tmp_path / "p"), progress=False, **kw)["cached"]
+    assert api.evaluate(str(tmp_path / "p"), progress=False, **kw)["cached"]
+    prompt_run(2)  # same weights, different prompt: a different evaluation
+    assert not api.evaluate(str(tmp_path / "p"), progress=False, **kw)["cached"]

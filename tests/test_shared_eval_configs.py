@@ -100,7 +100,9 @@ def test_config_runs_on_the_tiny_model(path, tiny_model_dir, tmp_path, monkeypat
     out = tmp_path / tiny_model_dir.name / "eval"
     assert json.loads((out / f"{path.stem}.json").read_text())["n"] == 2
     samples = [json.loads(x) for x in (out / f"{path.stem}.samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 2 and all(s["input"] and s["reference"] for s in samples)
+    assert len(samples) == 2 and all(s["input"] for s in samples)
+    if r["task"] != "code":  # code items are scored by their tests, not a reference
+        assert all(s["reference"] for s in samples)
 
 
 # ------------------------------------------------------------ benchmarks/eval_shared.py

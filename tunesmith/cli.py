@@ -144,6 +144,37 @@ def cmd_compare(a) -> int:
     return 0
 
 
+def cmd_study(a) -> int:
+    from tunesmith.study.config import load_study_config
+    from tunesmith.study.runner import run_study
+
+    out = run_study(load_study_config(a.config, a.set or []), dry_run=a.dry_run, progress=not a.quiet)
+    _print_study(out)
+    return 0
+
+
+def _print_study(out: dict) -> None:
+    if "text" in out:
+        print("plan (rough CPU estimates):\n" + out["text"])
+        return
+    from tunesmith.study.verdict import verdict
+
+    v = verdict(out["results"])
+    for c in v["criteria"].values():
+        print(c["text"])
+    print(v["fine_tuning_vs_prompting"])
+    for w in v["warnings"]:
+        print("warning:", w)
+    print("report:", ", ".join(out["paths"].values()))
+
+
+def cmd_demo(a) -> int:
+    from tunesmith.demo.study import run_demo
+
+    _print_study(run_demo(a.out, dry_run=a.dry_run))
+    return 0
+
+
 def cmd_quickstart(a) -> int:
     from tunesmith.demo.quickstart import quickstart
 
@@ -215,6 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--force", action="store_true", help="re-run even when a cached result matches")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(fn=cmd_eval)
+
+    st = sub.add_parser("study", help="run a comparative study: every arm, one report with a verdict")
+    st.add_argument("config", help="STUDY.yaml (see examples/study-*.yaml)")
+    st.add_argument("--dry-run", action="store_true", help="print the plan (arms, estimated tokens and minutes) and stop")
+    st.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a study setting")
+    st.add_argument("--quiet", action="store_true", help="no per-step progress bars")
+    st.set_defaults(fn=cmd_study)
+
+    dm = sub.add_parser("demo", help="the bundled demo study on the built-in default model (~20 min on 2 CPU cores)")
+    dm.add_argument("--out", default="studies")
+    dm.add_argument("--dry-run", action="store_true")
+    dm.set_defaults(fn=cmd_demo)
 
     q = sub.add_parser("quickstart", help="the demo: LoRA fine-tune the default model on the demo domain and compare accuracy before and after")
     q.add_argument("--out", default="runs", help="folder for the demo data and run")

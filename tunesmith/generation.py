@@ -27,6 +27,9 @@ class GenerationSettings:
 
     def kwargs(self, tok) -> dict:
         kw = {"max_new_tokens": self.max_new_tokens, "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id}
+        if self.stop:
+            # Stop decoding at a stop string (answers are also cut there afterwards).
+            kw.update(stop_strings=list(self.stop), tokenizer=tok)
         if self.temperature > 0:
             kw.update(do_sample=True, temperature=self.temperature, top_p=self.top_p)
         else:

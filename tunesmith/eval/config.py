@@ -56,7 +56,8 @@ class EvalConfig:
     domain_corpus: str | None = option(None, "Domain corpus (text dataset): enables the domain-adherence score of answers")
     ood_data: str | None = option(None, "Out-of-domain questions (prompt field): scored for the out-of-domain policy")
     ood_policy: Literal["decline", "answer"] = option("decline", "What a model should do with out-of-domain questions")
-    general_ability: bool = option(False, "Also measure general-ability retention (perplexity and probe) against the base model")
+    general_ability: bool = option(False, "Also measure general-ability retention (perplexity and probe)")
+    general_ability_base: bool = option(True, "With general_ability: also measure the run's base model and report the drop")
     judge: JudgeSettings = field(default_factory=JudgeSettings)
     output_dir: str = option("runs", "Where a bare model's own run directory is created")
 

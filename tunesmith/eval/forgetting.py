@@ -5,14 +5,15 @@ Both sets ship with the package (tunesmith/resources): ~40 paragraphs of everyda
 prose and 60 easy four-way questions. A domain fine-tune that raises the perplexity of plain
 prose, or loses probe questions the base model got right, has "forgotten" something.
 
-Probe format (cloze style): the user turn is the question alone, and each choice is scored as
-the whole assistant answer through the chat template (`eval.likelihood.option_logprobs`):
-the summed log-probability of the choice's tokens and the end-of-turn token. The likeliest
-choice is the model's answer. We do not list lettered choices and score "A".."D": models of
-~100M parameters cannot do that format (they answer near chance, with a strong letter bias),
-while they do know many of the facts, which is what forgetting should measure. The summed
-score ends with the end-of-turn token, so a choice that is only the start of a likelier
-answer is not favoured; choices of each question are kept short and of similar length.
+Probe format (cloze, lm-evaluation-harness style): each choice is scored as the continuation
+of the plain text "Question: <question>\nAnswer:" (the choice after one space), by the sum
+of its tokens' log-probabilities, and the likeliest choice is the model's answer. We do not
+list lettered choices and score "A".."D": models of ~100M parameters cannot do that format.
+Nor do we go through the chat template by default: the default model (SmolLM2-135M-Instruct,
+4-bit GGUF) scored 68% on the shipped probe in plain form but 45% when each choice was the
+whole assistant turn (its answers are sentences, so a bare word is unlikely there), and
+lettered choices scored 23%. A probe the base model does well leaves room to show forgetting.
+`fmt="chat"` scores through the chat template instead (`eval.likelihood.option_logprobs`).
 """
 
 from __future__ import annotations
@@ -114,24 +115,59 @@ def _check_items(items: list[dict]) -> None:
             raise TunesmithError(f"probe item {it.get('id', i)}: answer must be an index into choices (0..{len(choices) - 1}), got {ans!r}")
 
 
-def probe_accuracy(model, tok, items: list[dict] | None = None, *, system: str | None = None,
-                   batch_size: int = 16) -> dict:
-    """Multiple-choice accuracy by log-likelihood (cloze style; see the module docstring).
+def plain_option_logprobs(model, tok, prompts: list[str], options: list[list[str]], *,
+                          batch_size: int = 16) -> list[list[float]]:
+    """Summed log-probability of each option as the continuation of its plain-text prompt
+    (no chat template); the option follows the prompt after one space."""
+    examples, pairs = [], []
+    for i, (prompt, opts) in enumerate(zip(prompts, options)):
+        head = list(tok(prompt)["input_ids"])  # BOS where the tokenizer's model expects one
+        for j, opt in enumerate(opts):
+            # Tokenized apart from the prompt, so every option of an item shares the same context.
+            ids = list(tok(" " + opt, add_special_tokens=False)["input_ids"])
+            examples.append(Example(head + ids, [IGNORE] * len(head) + ids))
+            pairs.append((i, j))
+    rows = unpacked(examples)
+    order = sorted(range(len(rows)), key=lambda k: len(rows[k]))
+    out: list[list[float]] = [[0.0] * len(o) for o in options]
+    device = next(model.parameters()).device
+    with _eval_mode(model):
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            batch = {k: v.to(device) for k, v in collate([rows[k] for k in idx], tok.pad_token_id).items()}
+            sums, _ = _row_nll(model, batch)
+            for k, v in zip(idx, sums.tolist()):
+                i, j = pairs[k]
+                out[i][j] = -v
+    return out
 
-    `items` default to the shipped general probe; `system` is an optional system turn (else
-    the chat template's default, if it has one). Returns {"accuracy", "per_item": [0/1],
-    "chosen": [index picked per item], "n"}.
+
+def probe_accuracy(model, tok, items: list[dict] | None = None, *, system: str | None = None,
+                   fmt: str = "plain", batch_size: int = 16) -> dict:
+    """Multiple-choice accuracy by log-likelihood (see the module docstring for the format).
+
+    `items` default to the shipped general probe. fmt="plain" scores "Question: ...\nAnswer:
+    <choice>", after `system` as a first paragraph if given; fmt="chat" scores each choice as
+    the assistant's answer to the question, after `system` as the system turn (else the
+    template's default one). Returns {"accuracy", "per_item": [0/1], "chosen": [index picked
+    per item], "n"}.
     """
     if items is None:
         from tunesmith.resources import load_resource
 
         items = load_resource("general_probe")
     _check_items(items)
-    head = [{"role": "system", "content": system}] if system else []
-    convs = [head + [{"role": "user", "content": it["question"]}] for it in items]
     options = [list(it["choices"]) for it in items]
-    with _eval_mode(model):
-        scores = option_logprobs(model, tok, convs, options, batch_size=batch_size)
+    if fmt == "plain":
+        prompts = [(f"{system}\n\n" if system else "") + f"Question: {it['question']}\nAnswer:" for it in items]
+        scores = plain_option_logprobs(model, tok, prompts, options, batch_size=batch_size)
+    elif fmt == "chat":
+        head = [{"role": "system", "content": system}] if system else []
+        convs = [head + [{"role": "user", "content": it["question"]}] for it in items]
+        with _eval_mode(model):
+            scores = option_logprobs(model, tok, convs, options, batch_size=batch_size)
+    else:
+        raise TunesmithError(f"probe format '{fmt}': expected plain or chat")
     chosen = [max(range(len(sc)), key=lambda j: sc[j]) for sc in scores]
     per_item = [int(c == it["answer"]) for c, it in zip(chosen, items)]
     return {"accuracy": sum(per_item) / len(per_item), "per_item": per_item, "chosen": chosen, "n": len(items)}
@@ -142,15 +178,13 @@ def _token_weighted_nll(pairs: list[tuple[float, int]]) -> float:
     return sum(m * n for m, n in pairs) / sum(n for _, n in pairs)
 
 
-def _evaluate(spec: str, texts: list[str], items: list[dict], system: str | None) -> dict:
+def _evaluate(spec: str, texts: list[str], items: list[dict], system: str | None, fmt: str) -> dict:
     from tunesmith.models.loading import load_model
 
     model, tok, _ = load_model(spec)
-    try:
-        ppl = perplexity(model, tok, texts)
-        probe = probe_accuracy(model, tok, items, system=system)
-    finally:
-        del model
+    ppl = perplexity(model, tok, texts)
+    probe = probe_accuracy(model, tok, items, system=system, fmt=fmt)
+    del model  # free it before a caller loads the base model
     pairs = list(zip(ppl["nll_per_item"], ppl["n_tokens_per_item"]))
     # CI of the token-weighted perplexity, resampling texts (the unit that was sampled).
     ci = bootstrap_ci(pairs, statistic=lambda ps: math.exp(_token_weighted_nll(ps)))
@@ -185,22 +219,23 @@ def _drop(model: dict, base: dict) -> dict:
 
 
 def general_ability(model_spec: str, *, base_spec: str | None = None, texts: list[str] | None = None,
-                    items: list[dict] | None = None, system: str | None = None) -> dict:
+                    items: list[dict] | None = None, system: str | None = None, fmt: str = "plain") -> dict:
     """Perplexity on general text and general-probe accuracy of a model, and of its base.
 
     `model_spec`/`base_spec` are anything `load_model` takes (built-in name, HF dir, run dir).
-    `texts`/`items` default to the shipped general text and probe. Returns {"model": {...},
-    "base": {...} or None, "drop": {...} or None}; each side has perplexity (+ CI), probe
-    accuracy (+ CI), token counts and per-item results; "drop" has "perplexity_increase"
-    (ppl_model / ppl_base - 1) and "probe_accuracy_drop" (base - model), each with a 95%
-    paired-bootstrap CI and p-value. Positive numbers mean the model lost ability.
+    `texts`/`items` default to the shipped general text and probe; `system`/`fmt` are passed
+    to `probe_accuracy`. Returns {"model": {...}, "base": {...} or None, "drop": {...} or
+    None}; each side has perplexity (+ CI), probe accuracy (+ CI), token counts and per-item
+    results; "drop" has "perplexity_increase" (ppl_model / ppl_base - 1) and
+    "probe_accuracy_drop" (base - model), each with a 95% paired-bootstrap CI and p-value.
+    Positive numbers mean the model lost ability.
     """
     from tunesmith.resources import load_resource
 
     texts = texts if texts is not None else [r["text"] for r in load_resource("general_text")]
     items = items if items is not None else load_resource("general_probe")
-    out: dict = {"model": _evaluate(model_spec, texts, items, system), "base": None, "drop": None}
+    out: dict = {"model": _evaluate(model_spec, texts, items, system, fmt), "base": None, "drop": None}
     if base_spec is not None:
-        out["base"] = _evaluate(base_spec, texts, items, system)
+        out["base"] = _evaluate(base_spec, texts, items, system, fmt)
         out["drop"] = _drop(out["model"], out["base"])
     return out

@@ -54,7 +54,21 @@ def model_fingerprint(spec: str) -> str:
             out.append(file_sha256(ref.adapter))
         return out
 
+    meta_path = Path(spec) / "run.json"
+    if meta_path.exists() and json.loads(meta_path.read_text()).get("regimen") == "head":
+        # A head run is its base model plus the classifier it saved (no causal-LM view).
+        base = json.loads(meta_path.read_text())["base_model"]
+        return hashlib.sha256(f"{model_fingerprint(base)}|{file_sha256(Path(spec) / 'model')}".encode()).hexdigest()
     return hashlib.sha256("|".join(parts(resolve_model(spec))).encode()).hexdigest()
+
+
+def _recipe_hash(run: Path) -> str | None:
+    """A prompting or retrieval run's recipe and index change its answers as much as weights do."""
+    from tunesmith.data.io import file_sha256
+
+    files = [run / "recipe.json", run / "index" / "meta.json"]
+    parts = [file_sha256(f) for f in files if f.exists()]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest() if parts else None
 
 
 def _data_hash(cfg: EvalConfig) -> str:
@@ -76,10 +90,25 @@ def _generate(model, tok, items, cfg, progress) -> list[list[str]]:
     return samples
 
 
+def label_set(cfg, items) -> list[str]:
+    """The labels to choose from: given, or every label of the whole dataset (not only of the
+    items kept by `limit`, which would hand the model a smaller, easier choice)."""
+    import dataclasses
+
+    from tunesmith.eval.sources import read_records
+    from tunesmith.eval.tasks import _label
+
+    labels = cfg.labels or sorted({_label(r, cfg) for r in read_records(dataclasses.replace(cfg, limit=None, shuffle=False))})
+    unknown = sorted({it.label for it in items} - set(labels))
+    if unknown:
+        raise TunesmithError(f"{cfg.data}: gold label(s) {', '.join(map(repr, unknown))} not among labels {labels}; fix `labels` or `label_map`")
+    return labels
+
+
 def _classify(model, tok, items, cfg, progress) -> tuple[list[list[str]], list[list[float]]]:
     from tunesmith.eval.likelihood import option_logprobs, pick
 
-    labels = cfg.labels or sorted({it.label for it in items})
+    labels = label_set(cfg, items)
     opts = [labels] * len(items)
     scores = option_logprobs(model, tok, [it.messages for it in items], opts, batch_size=cfg.batch_size, progress=progress)
     return [pick(opts, scores)], scores
@@ -95,7 +124,8 @@ def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool =
     records = read_records(cfg)  # bad data fails before the model loads
     run = model_run_dir(spec, cfg.output_dir)
     system = cfg.system if cfg.system is not None else run_system_prompt(str(run))
-    key_src = {"v": EVAL_VERSION, "model": model_fingerprint(spec), "data": _data_hash(cfg), "cfg": cfg.cache_fields(), "system": system}
+    key_src = {"v": EVAL_VERSION, "model": model_fingerprint(spec), "data": _data_hash(cfg), "cfg": cfg.cache_fields(),
+               "system": system, "recipe": _recipe_hash(run)}
     cache_key = hashlib.sha256(json.dumps(key_src, sort_keys=True, default=str).encode()).hexdigest()
     out = run / "eval" / f"{cfg.dataset_name}.json"
     if out.exists() and not force:
@@ -103,6 +133,8 @@ def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool =
         if prev.get("cache_key") == cache_key:
             return {**prev, "cached": True}
 
+    if json.loads((run / "run.json").read_text()).get("regimen") == "head":
+        return _evaluate_head_run(run, cfg, cache_key, out)
     model, tok, _ = load_model(spec)
     items = build_items(records, cfg, system)
     retrieval = _apply_recipe(run, items, records, cfg)
@@ -137,10 +169,24 @@ def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool =
     if cfg.general_ability:
         from tunesmith.eval.forgetting import general_ability
 
-        result["general_ability"] = general_ability(spec, base_spec=_base_of(run))
+        result["general_ability"] = general_ability(spec, base_spec=_base_of(run) if cfg.general_ability_base else None, system=system)
     _write_samples(run / "eval" / f"{cfg.dataset_name}.samples.jsonl", items, samples, per_item, option_scores)
     write_json_atomic(out, result)
     return {**result, "cached": False, "path": str(out)}
+
+
+def _evaluate_head_run(run: Path, cfg: EvalConfig, cache_key: str, out: Path) -> dict:
+    """A classification-head run predicts labels with its head: same metric names as the
+    generative classification eval, so the two compare directly."""
+    from tunesmith.eval.head_eval import evaluate_head
+
+    if cfg.task != "classification":
+        raise TunesmithError(f"{run} is a classification-head run: evaluate it with --task classification")
+    res = evaluate_head(str(run), cfg.data, limit=cfg.limit, bootstrap=cfg.bootstrap, seed=cfg.seed)
+    res.update(schema_version=SCHEMA_VERSION, dataset=cfg.dataset_name, cache_key=cache_key,
+               helpfulness={"method": "not applicable (no free-text reference)"}, created=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    write_json_atomic(out, res)
+    return {**res, "cached": False, "path": str(out)}
 
 
 def _apply_recipe(run: Path, items, records, cfg) -> dict | None:

@@ -13,10 +13,14 @@ from tunesmith.errors import DataError, Problem, TunesmithError
 
 
 def _lines(path: str) -> list[str]:
+    # split on "\n" only: splitlines() also breaks on form feeds and Unicode separators that can
+    # occur inside a sentence, which would misalign line-aligned source and reference files.
     try:
-        return Path(path).read_text(encoding="utf-8").splitlines()
+        text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise TunesmithError(f"{path}: cannot read ({e})") from e
+    lines = [ln.rstrip("\r") for ln in text.split("\n")]
+    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
 def _read_lines(cfg) -> list[dict]:
@@ -47,8 +51,11 @@ def _read_json_dict(cfg) -> list[dict]:
         raise TunesmithError(f"{cfg.data}: format json_dict expects a JSON object of records keyed by id")
     keep = None
     if cfg.ids_file:
-        ids = json.loads(Path(cfg.ids_file).read_text())
-        keep = set(ids if isinstance(ids, list) else ids.keys())
+        try:
+            ids = json.loads(Path(cfg.ids_file).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise TunesmithError(f"{cfg.ids_file}: cannot read the ids file as JSON ({e})") from e
+        keep = {str(x) for x in (ids if isinstance(ids, list) else ids.keys())}  # JSON object keys are strings
     return [{"id": str(k), **v} for k, v in obj.items() if keep is None or k in keep]
 
 

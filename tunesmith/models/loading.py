@@ -159,6 +159,8 @@ def resolve_model(spec: str | os.PathLike) -> ModelRef:
 
 def _resolve_run(run_dir: Path) -> ModelRef:
     meta = json.loads((run_dir / "run.json").read_text())
+    if meta.get("regimen") == "head":
+        raise TunesmithError(f"{run_dir} is a classification-head run: it predicts labels, not text; use `tunesmith eval {run_dir} --task classification`")
     base_spec = meta["base_model"]
     ref = resolve_model(base_spec)
     model_dir = run_dir / "model"

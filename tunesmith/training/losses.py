@@ -65,5 +65,5 @@ def sequence_logprobs(model, batch: dict) -> torch.Tensor:
     sel = targets != IGNORE
     logits = token_logits(model, h[:, :-1][sel])
     lp = torch.log_softmax(logits, -1).gather(-1, targets[sel][:, None]).squeeze(-1)  # (N,)
-    row = torch.arange(targets.shape[0])[:, None].expand_as(targets)[sel]
-    return torch.zeros(targets.shape[0], dtype=lp.dtype).index_add(0, row, lp)
+    row = torch.arange(targets.shape[0], device=targets.device)[:, None].expand_as(targets)[sel]
+    return torch.zeros(targets.shape[0], dtype=lp.dtype, device=lp.device).index_add(0, row, lp)

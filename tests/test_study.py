@@ -1,0 +1,126 @@
+"""The comparative study engine with the tiny model: planning, validation before training,
+caching, continuing after SIGKILL, rerunning only changed arms, and results.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from tunesmith.errors import ConfigError, DataError, TunesmithError
+from tunesmith.study.config import load_study_config
+from tunesmith.study.plan import plan
+
+
+def _study(tmp_path, tiny_model_dir, demo_dir, **extra) -> dict:
+    d = {"name": "s", "output_dir": str(tmp_path / "studies"), "models": [str(tiny_model_dir)], "baseline": "zero-shot",
+         "data": {"train": str(demo_dir / "qa_train.jsonl"), "test": str(demo_dir / "qa_test.jsonl"),
+                  "corpus": str(demo_dir / "corpus.jsonl"), "system_prompt": "Be brief."},
+         "eval": {"max_new_tokens": 4, "limit": 6, "general_ability": False, "domain_adherence": False},
+         "defaults": {"training.max_steps": 4, "training.batch_size": 4, "training.learning_rate": 3e-3,
+                      "training.eval_every": 2, "training.save_every": 2},
+         "arms": [{"name": "zero-shot", "regimen": "prompt"},
+                  {"name": "few-shot", "regimen": "prompt", "set": {"prompting.shots": 2}},
+                  {"name": "rag", "regimen": "rag", "set": {"rag.method": "bm25"}},
+                  {"name": "sft", "regimen": "sft"},
+                  {"name": "cpt", "regimen": "cpt", "report": False},
+                  {"name": "cpt+sft", "regimen": "sft", "after": "cpt"}]}
+    d.update(extra)
+    return d
+
+
+def test_plan_chains_and_keys(tmp_path, tiny_model_dir, demo_dir):
+    s = load_study_config(None, base=_study(tmp_path, tiny_model_dir, demo_dir, seeds=[0, 1]))
+    jobs = plan(s)
+    assert len(jobs) == 12 and jobs[0].id.endswith("/seed0")
+    chained = [j for j in jobs if j.arm == "cpt+sft"]
+    assert all(j.cfg.init_from.endswith("cpt__" + j.id.split("/", 1)[1].replace("/", "__")) for j in chained)
+    # a changed arm changes its key and the keys of arms built on it, and nothing else
+    s2 = load_study_config(None, base=_study(tmp_path, tiny_model_dir, demo_dir, seeds=[0, 1]), overrides=[])
+    s2.arms[4].set["training.learning_rate"] = 1e-3
+    k1, k2 = {j.id: j.key for j in jobs}, {j.id: j.key for j in plan(s2)}
+    changed = {i.split("/")[0] for i in k1 if k1[i] != k2[i]}
+    assert changed == {"cpt", "cpt+sft"}
+
+
+def test_invalid_arm_or_data_fails_before_training(tmp_path, tiny_model_dir, demo_dir):
+    from tunesmith.study.runner import run_study
+
+    bad = _study(tmp_path, tiny_model_dir, demo_dir)
+    bad["arms"][3]["set"] = {"training.learnig_rate": 1e-3}
+    with pytest.raises(ConfigError, match="did you mean 'training.learning_rate'"):
+        plan(load_study_config(None, base=bad))
+    bad = _study(tmp_path, tiny_model_dir, demo_dir)
+    bad["arms"][5]["after"] = "nope"
+    with pytest.raises(ConfigError, match="no arm named 'nope'"):
+        load_study_config(None, base=bad)
+    bad = _study(tmp_path, tiny_model_dir, demo_dir)
+    bad["data"]["corpus"] = str(demo_dir / "qa_train.jsonl")  # not raw text: cpt must refuse it
+    with pytest.raises(TunesmithError):
+        run_study(load_study_config(None, base=bad))
+    assert not (tmp_path / "studies" / "s" / "runs").exists()
+
+
+def test_dry_run_prints_the_plan(tmp_path, tiny_model_dir, demo_dir):
+    from tunesmith.study.runner import run_study
+
+    out = run_study(load_study_config(None, base=_study(tmp_path, tiny_model_dir, demo_dir)), dry_run=True)
+    assert [r["job"] for r in out["plan"]] == ["zero-shot", "few-shot", "rag", "sft", "cpt", "cpt+sft"]
+    assert out["plan"][3]["trained_tokens"] > 0 and out["plan"][0]["trained_tokens"] == 0
+    assert "est. min" in out["text"] and not (tmp_path / "studies" / "s" / "runs").exists()
+
+
+def _run_cli(cfg_path, *extra):
+    return subprocess.Popen([sys.executable, "-m", "tunesmith", "study", str(cfg_path), "--quiet", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_study_runs_caches_resumes_and_reruns_only_changed_arms(tmp_path, tiny_model_dir, demo_dir):
+    d = _study(tmp_path, tiny_model_dir, demo_dir)
+    d["defaults"]["training.max_steps"] = 60  # long enough to be killed mid-training
+    d["defaults"]["training.batch_size"] = 2
+    cfg = tmp_path / "study.yaml"
+    cfg.write_text(yaml.safe_dump(d))
+    runs = tmp_path / "studies" / "s" / "runs"
+
+    # 1. kill the study with SIGKILL while the sft arm is training (after a checkpoint)
+    p = _run_cli(cfg)
+    deadline = time.time() + 600
+    state = runs / "sft" / "checkpoints" / "state.json"
+    while time.time() < deadline and not (state.exists() and json.loads(state.read_text()).get("latest", "") >= "step-0000010"):
+        assert p.poll() is None, p.stdout.read()
+        time.sleep(0.05)
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert json.loads((runs / "sft" / "run.json").read_text())["status"] == "running"
+    done_before = {n: (runs / n / "run.json").stat().st_mtime for n in ("zero-shot", "few-shot", "rag")}
+
+    # 2. continue: finished arms are reused, sft resumes from its checkpoint, the rest run
+    p = _run_cli(cfg)
+    out, _ = p.communicate(timeout=900)
+    assert p.returncode == 0, out
+    assert {n: (runs / n / "run.json").stat().st_mtime for n in done_before} == done_before
+    lines = [json.loads(x) for x in (runs / "sft" / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert [x["step"] for x in lines] == list(range(1, 61))  # each step once: resumed, not restarted
+    results = json.loads((tmp_path / "studies" / "s" / "results.json").read_text())
+    assert [a["id"] for a in results["arms"]] == ["zero-shot", "few-shot", "rag", "sft", "cpt+sft"]
+    assert all(a["status"] == "completed" and a["results"]["correctness"]["n"] == 6 for a in results["arms"])
+    sft = next(a for a in results["arms"] if a["id"] == "sft")
+    assert sft["cost"]["trained_tokens"] > 0 and sft["curves"]["train"] and "correctness" in sft["vs_baseline"]
+    assert (tmp_path / "studies" / "s" / "report.html").exists() and (tmp_path / "studies" / "s" / "report.md").exists()
+
+    # 3. re-running a finished study does no work; changing one arm reruns only it
+    mtimes = {n: (runs / n / "run.json").stat().st_mtime for n in ("zero-shot", "few-shot", "rag", "sft", "cpt", "cpt+sft")}
+    d["arms"][1]["set"]["prompting.shots"] = 3
+    cfg.write_text(yaml.safe_dump(d))
+    p = _run_cli(cfg)
+    out, _ = p.communicate(timeout=900)
+    assert p.returncode == 0, out
+    after = {n: (runs / n / "run.json").stat().st_mtime for n in mtimes}
+    assert [n for n in mtimes if after[n] != mtimes[n]] == ["few-shot"]

@@ -1,0 +1,107 @@
+"""Typed configuration of a comparative study: the shared data, the arms to compare, the models
+and seeds they run on, the common evaluation and the training budget.
+
+An arm is a training config (any regimen) given as overrides of the study's defaults; `after`
+chains it on another arm's output (continued pre-training, then SFT) and `on` puts a prompting
+or retrieval arm on top of another arm's model (retrieval on a fine-tuned model)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tunesmith import configlib
+from tunesmith.config import REGIMENS
+from tunesmith.configlib import option
+from tunesmith.errors import ConfigError
+from tunesmith.models.builtins import DEFAULT_MODEL
+
+
+@dataclass
+class StudyData:
+    train: str = option(doc="Question/answer training data (prompt_completion or messages): SFT, GRPO, few-shot pool")
+    test: str = option(doc="Held-out questions with reference answers (prompt, answer[, aliases, doc_id]): every arm is scored on it")
+    corpus: str | None = option(None, "Raw domain text: continued pre-training, retrieval, domain-adherence classifier")
+    preference_train: str | None = option(None, "Preference pairs for DPO")
+    preference_test: str | None = option(None, "Held-out preference pairs: preference accuracy of every generative arm")
+    classification_train: str | None = option(None, "Classification data for the task-head arm")
+    classification_test: str | None = option(None, "Held-out classification data: every arm is scored on it (generative arms by label likelihood)")
+    ood: str | None = option(None, "Out-of-domain questions: scored against the out-of-domain policy")
+    system_prompt: str | None = option(None, "System prompt shared by every arm (training and evaluation)")
+
+
+@dataclass
+class StudyEval:
+    max_new_tokens: int = option(32, "Longest generated answer", minimum=1)
+    limit: int | None = option(None, "Evaluate only the first N test items", minimum=1)
+    batch_size: int = option(16, "Prompts generated together", minimum=1)
+    ood_policy: Literal["decline", "answer"] = option("decline", "What models should do with out-of-domain questions")
+    domain_adherence: bool = option(True, "Score domain adherence (needs data.corpus)")
+    general_ability: bool = option(True, "Measure general-ability retention (shipped perplexity text and probe)")
+    judge_url: str | None = option(None, "OpenAI-compatible judge endpoint for helpfulness (unset: reference-similarity proxy)")
+    judge_model: str = option("judge", "Model name at the judge endpoint")
+
+
+@dataclass
+class StudyBudget:
+    match: Literal["none", "steps", "epochs"] = option("none", "Give every trained arm the same number of optimizer steps or epochs")
+    steps: int | None = option(None, "Steps per trained arm when match: steps", minimum=1)
+    epochs: float | None = option(None, "Epochs per trained arm when match: epochs", minimum=0.0)
+
+
+@dataclass
+class ArmConfig:
+    name: str = option(doc="Arm name (a row of the report)")
+    regimen: str = option("prompt", "Regimen of this arm", choices=REGIMENS)
+    set: dict[str, Any] = option(default_factory=dict, doc="Training-config overrides as dotted keys, e.g. {adapter.mode: lora, training.epochs: 4}")
+    after: str | None = option(None, "Start from another arm's trained model (init_from), e.g. SFT after continued pre-training")
+    on: str | None = option(None, "Use another arm's model as this arm's model (e.g. retrieval on top of a fine-tuned model)")
+    report: bool = option(True, "Show this arm in the report (false for intermediate arms such as the pre-training step of a chain)")
+
+
+@dataclass
+class StudyConfig:
+    name: str | None = option(None, "Study name: results go to <output_dir>/<name>; defaults to the file's name")
+    output_dir: str = option("studies", "Folder holding study directories")
+    models: list[str] = option(default_factory=lambda: [DEFAULT_MODEL], doc="Models every arm runs on")
+    seeds: list[int] = option(default_factory=lambda: [0], doc="Seeds every trained arm runs with")
+    baseline: str | None = option(None, "The arm others are compared against (default: the first prompting arm)")
+    data: StudyData = option(doc="The shared data", default_factory=lambda: StudyData(train="", test=""))
+    eval: StudyEval = field(default_factory=StudyEval)
+    budget: StudyBudget = field(default_factory=StudyBudget)
+    defaults: dict[str, Any] = option(default_factory=dict, doc="Training-config overrides applied to every arm before its own `set`")
+    arms: list[ArmConfig] = option(default_factory=list, doc="The arms to compare")
+
+    def validate(self) -> None:
+        if not self.data.train or not self.data.test:
+            raise ConfigError("data.train and data.test: both are required (training questions and held-out questions)")
+        names = [a.name for a in self.arms]
+        if not names:
+            raise ConfigError("arms: list at least one arm, e.g. - {name: zero-shot, regimen: prompt}")
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ConfigError(f"arms: duplicate arm name(s) {', '.join(sorted(dup))}")
+        for a in self.arms:
+            for ref, what in ((a.after, "after"), (a.on, "on")):
+                if ref and ref not in names:
+                    raise ConfigError(f"arms.{a.name}.{what}: no arm named {ref!r} (arms: {', '.join(names)})")
+                if ref and names.index(ref) > names.index(a.name):
+                    raise ConfigError(f"arms.{a.name}.{what}: {ref!r} must be listed before {a.name!r}")
+        if self.baseline and self.baseline not in names:
+            raise ConfigError(f"baseline: no arm named {self.baseline!r}")
+        if self.budget.match == "steps" and not self.budget.steps:
+            raise ConfigError("budget.steps: required with budget.match: steps")
+        if self.budget.match == "epochs" and not self.budget.epochs:
+            raise ConfigError("budget.epochs: required with budget.match: epochs")
+
+    @property
+    def study_dir(self) -> Path:
+        return Path(self.output_dir) / str(self.name)
+
+
+def load_study_config(path: str | Path | None, overrides=(), *, base: dict | None = None) -> StudyConfig:
+    cfg = configlib.load_config(StudyConfig, path, overrides, base=base)
+    if not cfg.name:
+        cfg.name = Path(path).stem if path else "study"
+    return cfg

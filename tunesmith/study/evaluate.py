@@ -1,0 +1,59 @@
+"""Evaluate one study arm with the study's shared settings: held-out questions (correctness,
+domain adherence, helpfulness, retention), the classification task and preference pairs when
+the study has them. Every arm goes through the same evaluation code, prompted or trained."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from tunesmith.eval.config import EvalConfig, JudgeSettings
+from tunesmith.eval.runner import evaluate, model_fingerprint
+from tunesmith.training.checkpoint import write_json_atomic
+
+
+def _eval_cfg(study, job, **kw) -> EvalConfig:
+    e = study.eval
+    base = dict(max_new_tokens=e.max_new_tokens, limit=e.limit, batch_size=e.batch_size, seed=job.seed,
+                output_dir=str(study.study_dir / "runs"), judge=JudgeSettings(base_url=e.judge_url, model=e.judge_model))
+    base.update(kw)
+    return EvalConfig(**base)
+
+
+def _cached(path, key: str, compute):
+    """A small result cache for evaluations the eval runner does not cache itself."""
+    if path.exists():
+        prev = json.loads(path.read_text())
+        if prev.get("cache_key") == key:
+            return prev
+    out = {**compute(), "cache_key": key}
+    write_json_atomic(path, out)
+    return out
+
+
+def evaluate_job(study, job, progress: bool = True) -> dict:
+    run = str(job.run_dir)
+    out: dict = {}
+    if job.regimen != "head":
+        e = study.eval
+        cfg = _eval_cfg(study, job, data=study.data.test, task="qa",
+                        domain_corpus=study.data.corpus if e.domain_adherence and study.data.corpus else None,
+                        ood_data=study.data.ood if e.domain_adherence else None, ood_policy=e.ood_policy,
+                        general_ability=e.general_ability, general_ability_base=False)
+        out["qa"] = evaluate(run, cfg, progress=progress)
+    if study.data.classification_test:
+        if job.regimen == "head":
+            from tunesmith.eval.head_eval import evaluate_head
+
+            out["classification"] = evaluate_head(run, study.data.classification_test, limit=study.eval.limit)
+        else:
+            cfg = _eval_cfg(study, job, data=study.data.classification_test, task="classification", name="classification")
+            out["classification"] = evaluate(run, cfg, progress=progress)
+    if study.data.preference_test and job.regimen != "head":
+        from tunesmith.data.io import file_sha256
+        from tunesmith.eval.preference import preference_accuracy
+
+        key = hashlib.sha256(f"{model_fingerprint(run)}|{file_sha256(study.data.preference_test)}|{study.eval.limit}".encode()).hexdigest()
+        out["preference"] = _cached(job.run_dir / "eval" / "preference.json", key,
+                                    lambda: preference_accuracy(run, study.data.preference_test, system=study.data.system_prompt, limit=study.eval.limit))
+    return out

@@ -1,0 +1,174 @@
+"""Aggregate a study's evaluations into results.json: each arm's value and 95% interval per
+criterion, paired tests against the baseline and between arms, costs, loss curves, warnings'
+raw material, examples side by side and the config differences (the report's contract)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from tunesmith.eval.stats import bootstrap_ci, mcnemar, paired_bootstrap
+from tunesmith.runs import SCHEMA_VERSION, env_info
+
+
+def _samples(path: Path) -> dict[str, dict]:
+    if not path.exists():
+        return {}
+    return {s["id"]: s for s in (json.loads(x) for x in path.read_text().splitlines() if x.strip())}
+
+
+def _ci(d: dict | None) -> dict | None:
+    return {k: d[k] for k in ("value", "low", "high", "n") if k in d} if d and "value" in d else None
+
+
+def _criteria_of(ev: dict, test_name: str, run: Path) -> tuple[dict, dict]:
+    """(criterion -> value with CI, criterion -> per-item vector keyed by item id or position)."""
+    vals, items = {}, {}
+    qa = ev.get("qa")
+    if qa:
+        samples = _samples(run / "eval" / f"{test_name}.samples.jsonl")
+        vals["correctness"] = _ci(qa["metrics"].get(qa["primary_metric"]))
+        items["correctness"] = {i: s["scores"].get("exact_match") for i, s in samples.items()}
+        h = qa.get("helpfulness", {})
+        if "value" in h:
+            vals["helpfulness"] = _ci(h)
+            items["helpfulness"] = {i: s["scores"].get("reference_similarity") for i, s in samples.items()}
+        elif "helpfulness" in h and h["helpfulness"].get("mean") is not None:
+            scores = [s["scores"].get("judge_helpfulness") for s in samples.values()]
+            vals["helpfulness"] = bootstrap_ci([x for x in scores if x is not None])
+            items["helpfulness"] = {i: s["scores"].get("judge_helpfulness") for i, s in samples.items()}
+        a = qa.get("adherence")
+        if a and a.get("per_item"):
+            vals["domain_adherence"] = bootstrap_ci([float(x) for x in a["per_item"]])
+            items["domain_adherence"] = dict(enumerate(float(x) for x in a["per_item"]))
+        g = qa.get("general_ability", {}).get("model")
+        if g:
+            vals["retention"] = {"value": g["probe_accuracy"], **{k: g["probe_accuracy_ci"][k] for k in ("low", "high", "n")}}
+            items["retention"] = dict(enumerate(float(x) for x in g["probe_per_item"]))
+    c = ev.get("classification")
+    if c:
+        metric = c.get("metrics", c)
+        vals["classification"] = _ci(metric.get("accuracy"))
+        per = c.get("per_item") or [s["scores"]["correct"] for s in _samples(run / "eval" / "classification.samples.jsonl").values()]
+        items["classification"] = dict(enumerate(float(x) for x in per))
+    return vals, items
+
+
+def _pair(mine: dict, other: dict) -> dict | None:
+    ids = [i for i in mine if i in other and mine[i] is not None and other[i] is not None]
+    if len(ids) < 2:
+        return None
+    a, b = [float(other[i]) for i in ids], [float(mine[i]) for i in ids]
+    out = paired_bootstrap(a, b, n_resamples=1000)
+    if all(v in (0.0, 1.0) for v in a + b):
+        out["mcnemar_p"] = mcnemar([int(v) for v in a], [int(v) for v in b])["p_value"]
+    return out
+
+
+def _curves(run: Path) -> dict:
+    p = run / "metrics.jsonl"
+    lines = [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.exists() else []
+    return {"train": [[x["step"], x["loss"]] for x in lines if "loss" in x], "val": [[x["step"], x["val_loss"]] for x in lines if "val_loss" in x]}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def _config_diff(arms: list[dict]) -> dict:
+    flat = {a["id"]: _flatten(a["config"]) for a in arms}
+    keys = sorted({k for f in flat.values() for k in f} - {"name", "output_dir"})
+    varying = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True, default=str) for f in flat.values()}) > 1]
+    return {aid: {k: f.get(k) for k in varying} for aid, f in flat.items()}
+
+
+def _examples(arms: list[dict], test_name: str, limit: int = 12) -> list[dict]:
+    per_arm = {a["id"]: _samples(Path(a["run_dir"]) / "eval" / f"{test_name}.samples.jsonl") for a in arms}
+    per_arm = {k: v for k, v in per_arm.items() if v}
+    if not per_arm:
+        return []
+    first = next(iter(per_arm.values()))
+    rows = []
+    for i, s in first.items():
+        answers = {a: per_arm[a][i]["prediction"] for a in per_arm if i in per_arm[a]}
+        correct = {a: int(per_arm[a][i]["scores"].get("exact_match", 0)) for a in per_arm if i in per_arm[a]}
+        k, n = sum(correct.values()), len(correct)
+        ref = s["reference"]
+        rows.append({"id": i, "question": s["input"], "reference": ref[0] if isinstance(ref, list) else ref,
+                     "answers": answers, "correct": correct, "disagreement": min(k, n - k) / max(n / 2, 1)})
+    rows.sort(key=lambda r: -r["disagreement"])
+    return rows[:limit]
+
+
+def _overlap(study) -> int:
+    from tunesmith.data.dedup import find_overlap
+    from tunesmith.data.schemas import load_dataset, prompt_side_text
+    from tunesmith.eval.config import EvalConfig
+    from tunesmith.eval.sources import read_records
+
+    tr = load_dataset(study.data.train)
+    test = read_records(EvalConfig(data=study.data.test, task="qa"))
+    exact, _ = find_overlap([prompt_side_text(r, tr.type) for r in tr.rows()], [str(r.get("prompt", "")) for r in test], 0.95)
+    return len({j for _, j in exact})
+
+
+def build_results(study, jobs, outcomes: dict, *, wall_seconds: float) -> dict:
+    test_name = Path(study.data.test).stem
+    shown = [j for j in jobs if j.report]
+    baseline = study.baseline or next((j.arm for j in shown if j.kind == "prompting"), shown[0].arm)
+    overlap = _overlap(study)
+    arms, vectors = [], {}
+    for j in shown:
+        o = outcomes.get(j.id, {"status": "skipped", "error": "not run"})
+        run = Path(j.run_dir)
+        meta = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else {}
+        manifest = json.loads((run / "data_manifest.json").read_text()) if (run / "data_manifest.json").exists() else {}
+        ev = o.get("eval", {})
+        vals, vectors[j.id] = _criteria_of(ev, test_name, run) if o["status"] == "completed" else ({}, {})
+        extra = {}
+        if ev.get("preference"):
+            extra["preference_accuracy"] = _ci(ev["preference"].get("accuracy", ev["preference"])) or ev["preference"].get("accuracy")
+        if ev.get("qa", {}).get("retrieval"):
+            extra["retrieval_recall"] = {k: v for k, v in ev["qa"]["retrieval"].items() if k.startswith("recall")}
+        if ev.get("classification"):
+            c = ev["classification"].get("metrics", ev["classification"])
+            extra["classification"] = {k: _ci(c[k]) for k in ("accuracy", "macro_f1") if isinstance(c.get(k), dict)}
+        from tunesmith import configlib
+
+        arms.append({
+            "id": j.id, "arm": j.arm, "model": j.model, "seed": j.seed, "regimen": j.regimen, "kind": j.kind,
+            "run_dir": str(run), "status": o["status"], "error": o.get("error"), "config": configlib.to_dict(j.cfg),
+            "results": vals, "extra": extra,
+            "cost": {"train_seconds": meta.get("train_seconds", 0.0), "trained_tokens": meta.get("trained_tokens", 0),
+                     "trainable_params": meta.get("trainable_params", 0), "total_params": meta.get("total_params"),
+                     "peak_memory_mib": meta.get("peak_memory_mib"),
+                     "eval_seconds_per_item": ev.get("qa", {}).get("seconds_per_item")},
+            "curves": _curves(run), "overfitting": ev.get("qa", {}).get("overfitting"),
+            "data": {"train_records": manifest.get("counts", {}).get("train"), "test_records": ev.get("qa", {}).get("n"),
+                     "overlap_train_test": overlap},
+        })
+    base_ids = [a["id"] for a in arms if a["arm"] == baseline]
+    for a in arms:
+        # With several models or seeds, compare against the baseline of the same model and seed.
+        b = next((x for x in base_ids if x.split("/")[1:] == a["id"].split("/")[1:]), base_ids[0] if base_ids else None)
+        a["vs_baseline"] = {c: _pair(vectors[a["id"]][c], vectors[b].get(c, {})) for c in vectors[a["id"]]} if b and b != a["id"] else {}
+        a["pairwise"] = {c: {o["id"]: _pair(vectors[a["id"]][c], vectors[o["id"]].get(c, {})) for o in arms if o["id"] != a["id"] and c in vectors[o["id"]]}
+                         for c in vectors[a["id"]]}
+    criteria = {"correctness": {"label": "Correctness", "metric": "exact_match", "dataset": test_name, "higher_is_better": True},
+                "domain_adherence": {"label": "Domain adherence", "metric": "on_domain_share", "higher_is_better": True},
+                "helpfulness": {"label": "Helpfulness", "metric": "reference_similarity" if not study.eval.judge_url else "judge_helpfulness",
+                                "proxy": not study.eval.judge_url, "higher_is_better": True},
+                "retention": {"label": "General-ability retention", "metric": "probe_accuracy", "higher_is_better": True}}
+    if study.data.classification_test:
+        criteria["classification"] = {"label": "Classification accuracy", "metric": "accuracy", "dataset": Path(study.data.classification_test).stem, "higher_is_better": True}
+    from tunesmith import configlib
+
+    return {"schema_version": SCHEMA_VERSION, "study": study.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "wall_seconds": round(wall_seconds, 1), "env": env_info(), "policy": {"ood": study.eval.ood_policy},
+            "criteria": criteria, "baseline": baseline, "arms": arms, "examples": _examples(arms, test_name),
+            "config_diff": _config_diff(arms), "study_config": configlib.to_dict(study)}
