@@ -13,7 +13,7 @@ import time
 import pytest
 import yaml
 
-from tunesmith.errors import ConfigError, DataError, TunesmithError
+from tunesmith.errors import ConfigError, TunesmithError
 from tunesmith.study.config import load_study_config
 from tunesmith.study.plan import plan
 

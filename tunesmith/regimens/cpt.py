@@ -37,8 +37,9 @@ from tunesmith.training.adapters import apply_adapter, count_params, param_group
 from tunesmith.training.batching import count_targets, epoch_order, make_rows, mean_loss
 from tunesmith.training.losses import causal_lm_loss
 from tunesmith.training.progress import TrainLogger
-from tunesmith.training.runtime import autocast, peak_memory_mib, pick_device, resolve_precision, seed_everything, to_device
+from tunesmith.training.runtime import autocast, pick_device, resolve_precision, seed_everything, to_device
 from tunesmith.training.schedules import lr_factor
+from tunesmith.training.selection import common_summary, load_best_for_export, record_evaluation
 
 ACCEPTS = ("text",)
 
@@ -249,33 +250,23 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         improved = False
         if val_rows and (loop["step"] % tc.eval_every == 0 or is_last):
             value = mean_loss(model, val_rows, batch_size=tc.batch_size, pad_id=pad_id, device=device, precision=precision)
-            improved = loop["best_val"] is None or loop["best_val"] - value > tc.early_stopping_min_delta
-            if improved:
-                loop["best_val"], loop["best_step"], loop["bad_evals"] = value, loop["step"], 0
-            else:
-                loop["bad_evals"] += 1
-                if tc.early_stopping_patience and loop["bad_evals"] >= tc.early_stopping_patience:
-                    loop["stopped_early"] = True
+            improved = record_evaluation(loop, value, higher_is_better=False, min_delta=tc.early_stopping_min_delta,
+                                         patience=tc.early_stopping_patience)
             log.validation(loop["step"], {"val_loss": value}, "val_loss", loop["best_val"])
         if improved or is_last or loop["stopped_early"] or loop["step"] % tc.save_every == 0:
             save(best=improved)
     log.close()
 
     # Export: the best checkpoint by validation loss, or the last weights.
-    state = ckpt.read_state(run / "checkpoints")
-    exported = "last"
-    if tc.load_best and state.get("best") and state.get("best") != state.get("latest"):
-        ckpt.load_checkpoint(run / "checkpoints" / state["best"], model=model)
-        exported = state["best"]
+    exported = load_best_for_export(run, model, tc.load_best)
     save_model(model, tok, run / "model")
     summary = {
-        "status": "completed", "steps": loop["step"], "final_loss": loop["last_loss"], "best_val_loss": loop["best_val"],
-        "select_metric": "val_loss", "best_metric": loop["best_val"],
-        "best_step": loop["best_step"], "exported": exported, "stopped_early": loop["stopped_early"],
-        "trained_tokens": loop["tokens"], "train_seconds": round(loop["train_s"], 2),
-        "tokens_per_s": round(loop["tokens"] / max(loop["train_s"], 1e-9), 1), "wall_seconds": round(time.time() - t0, 2),
-        "trainable_params": n_trainable, "total_params": n_total, "peak_memory_mib": round(peak_memory_mib(device), 1),
-        "precision": precision, "device": device.type, "encoding": enc_stats, "system_prompt": cfg.data.system_prompt,
+        **common_summary(loop, t0=t0, n_trainable=n_trainable, n_total=n_total, device=device, precision=precision, exported=exported),
+        "best_val_loss": loop["best_val"],
+        "select_metric": "val_loss",
+        "best_metric": loop["best_val"],
+        "encoding": enc_stats,
+        "system_prompt": cfg.data.system_prompt,
         # The share of trained (loss-bearing) tokens that came from general text, as trained.
         "general_share": round(loop["general_targets"] / max(loop["targets"], 1), 4), **mix,
     }

@@ -47,8 +47,9 @@ from tunesmith.training.batching import epoch_order
 from tunesmith.training.losses import sequence_logprobs
 from tunesmith.training.pref_losses import dpo_loss
 from tunesmith.training.progress import TrainLogger
-from tunesmith.training.runtime import autocast, peak_memory_mib, pick_device, resolve_precision, seed_everything, to_device
+from tunesmith.training.runtime import autocast, pick_device, resolve_precision, seed_everything, to_device
 from tunesmith.training.schedules import lr_factor
+from tunesmith.training.selection import common_summary, load_best_for_export, record_evaluation
 
 ACCEPTS = ("preference",)
 REF_FILE = "ref_logprobs.safetensors"
@@ -265,14 +266,10 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         if val_pairs and (loop["step"] % tc.eval_every == 0 or is_last):
             val = validate()
             value = val["val_loss"]
-            improved = loop["best_val"] is None or loop["best_val"] - value > tc.early_stopping_min_delta
+            improved = record_evaluation(loop, value, higher_is_better=False, min_delta=tc.early_stopping_min_delta,
+                                         patience=tc.early_stopping_patience)
             if improved:
-                loop["best_val"], loop["best_step"], loop["bad_evals"] = value, loop["step"], 0
                 loop["best_val_metrics"] = val
-            else:
-                loop["bad_evals"] += 1
-                if tc.early_stopping_patience and loop["bad_evals"] >= tc.early_stopping_patience:
-                    loop["stopped_early"] = True
             loop["last_val"] = val
             log.validation(loop["step"], val, "val_loss", loop["best_val"])
         if improved or is_last or loop["stopped_early"] or loop["step"] % tc.save_every == 0:
@@ -280,25 +277,23 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     log.close()
 
     # Export: the best checkpoint by validation loss, or the last weights.
-    state = ckpt.read_state(run / "checkpoints")
-    exported = "last"
-    if tc.load_best and state.get("best") and state.get("best") != state.get("latest"):
-        ckpt.load_checkpoint(run / "checkpoints" / state["best"], model=model)
-        exported = state["best"]
+    exported = load_best_for_export(run, model, tc.load_best)
     save_model(model, tok, run / "model")
     last_rewards = loop["last_rewards"] or {}
     summary = {
-        "status": "completed", "steps": loop["step"], "final_loss": loop["last_loss"], "best_val_loss": loop["best_val"],
-        "select_metric": "val_loss", "best_metric": loop["best_val"],
-        "best_step": loop["best_step"], "exported": exported, "stopped_early": loop["stopped_early"],
-        "trained_tokens": loop["tokens"], "train_seconds": round(loop["train_s"], 2),
-        "tokens_per_s": round(loop["tokens"] / max(loop["train_s"], 1e-9), 1), "wall_seconds": round(time.time() - t0, 2),
-        "trainable_params": n_trainable, "total_params": n_total, "peak_memory_mib": round(peak_memory_mib(device), 1),
-        "precision": precision, "device": device.type, "encoding": enc_stats, "system_prompt": cfg.data.system_prompt,
+        **common_summary(loop, t0=t0, n_trainable=n_trainable, n_total=n_total, device=device, precision=precision, exported=exported),
+        "best_val_loss": loop["best_val"],
+        "select_metric": "val_loss",
+        "best_metric": loop["best_val"],
+        "encoding": enc_stats,
+        "system_prompt": cfg.data.system_prompt,
         "dpo": {"loss": dcfg.loss, "beta": dcfg.beta, "label_smoothing": dcfg.label_smoothing, "simpo_gamma": dcfg.simpo_gamma},
-        "reference": ref_source, "pairs": {"train": n_pairs, "validation": len(val_pairs)},
-        "final_reward_accuracy": last_rewards.get("reward_accuracy"), "final_reward_margin": last_rewards.get("reward_margin"),
-        "final_validation": loop["last_val"], "best_validation": loop["best_val_metrics"],
+        "reference": ref_source,
+        "pairs": {"train": n_pairs, "validation": len(val_pairs)},
+        "final_reward_accuracy": last_rewards.get("reward_accuracy"),
+        "final_reward_margin": last_rewards.get("reward_margin"),
+        "final_validation": loop["last_val"],
+        "best_validation": loop["best_val_metrics"],
     }
     update_run(run, **summary)
     return {"run_dir": str(run), **summary}

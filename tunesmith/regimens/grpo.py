@@ -66,8 +66,9 @@ from tunesmith.training.batching import epoch_order
 from tunesmith.training.losses import token_logits
 from tunesmith.training.pref_losses import group_advantages, grpo_loss
 from tunesmith.training.progress import TrainLogger
-from tunesmith.training.runtime import autocast, peak_memory_mib, pick_device, resolve_precision, seed_everything
+from tunesmith.training.runtime import autocast, pick_device, resolve_precision, seed_everything
 from tunesmith.training.schedules import lr_factor
+from tunesmith.training.selection import common_summary, load_best_for_export, record_evaluation
 
 
 def _load_data(cfg):
@@ -374,35 +375,28 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         if val_rows and (loop["step"] % tc.eval_every == 0 or is_last):
             val = validation_reward(model, tok, val_rows, val_columns, cfg)
             value = val["val_reward"]  # higher is better
-            improved = loop["best_val"] is None or value - loop["best_val"] > tc.early_stopping_min_delta
-            if improved:
-                loop["best_val"], loop["best_step"], loop["bad_evals"] = value, loop["step"], 0
-            else:
-                loop["bad_evals"] += 1
-                if tc.early_stopping_patience and loop["bad_evals"] >= tc.early_stopping_patience:
-                    loop["stopped_early"] = True
+            improved = record_evaluation(loop, value, higher_is_better=True, min_delta=tc.early_stopping_min_delta,
+                                         patience=tc.early_stopping_patience)
             log.validation(loop["step"], val, "val_reward", loop["best_val"])
         if improved or is_last or loop["stopped_early"] or loop["step"] % tc.save_every == 0:
             save(best=improved)
     log.close()
 
     # Export: the best checkpoint by validation reward, or the last weights.
-    state = ckpt.read_state(run / "checkpoints")
-    exported = "last"
-    if tc.load_best and state.get("best") and state.get("best") != state.get("latest"):
-        ckpt.load_checkpoint(run / "checkpoints" / state["best"], model=model)
-        exported = state["best"]
+    exported = load_best_for_export(run, model, tc.load_best)
     save_model(model, tok, run / "model")
     summary = {
-        "status": "completed", "steps": loop["step"], "final_loss": loop["last_loss"], "best_val_loss": None,
-        "select_metric": "val_reward", "best_metric": loop["best_val"], "best_val_reward": loop["best_val"],
-        "best_step": loop["best_step"], "exported": exported, "stopped_early": loop["stopped_early"],
-        "first_reward": loop["first_reward"], "final_reward": loop["last_reward"],
-        "trained_tokens": loop["tokens"], "train_seconds": round(loop["train_s"], 2),
-        "tokens_per_s": round(loop["tokens"] / max(loop["train_s"], 1e-9), 1), "wall_seconds": round(time.time() - t0, 2),
-        "trainable_params": n_trainable, "total_params": n_total, "peak_memory_mib": round(peak_memory_mib(device), 1),
-        "precision": precision, "device": device.type, "encoding": enc_stats, "system_prompt": cfg.data.system_prompt,
-        "rewards": dict(gc.rewards), "reference": "disable_adapter" if ref_model is None and use_ref else ("frozen_copy" if ref_model is not None else None),
+        **common_summary(loop, t0=t0, n_trainable=n_trainable, n_total=n_total, device=device, precision=precision, exported=exported),
+        "best_val_loss": None,
+        "select_metric": "val_reward",
+        "best_metric": loop["best_val"],
+        "best_val_reward": loop["best_val"],
+        "first_reward": loop["first_reward"],
+        "final_reward": loop["last_reward"],
+        "encoding": enc_stats,
+        "system_prompt": cfg.data.system_prompt,
+        "rewards": dict(gc.rewards),
+        "reference": "disable_adapter" if ref_model is None and use_ref else ("frozen_copy" if ref_model is not None else None),
     }
     update_run(run, **summary)
     return {"run_dir": str(run), **summary}

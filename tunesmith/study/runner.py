@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from tunesmith.errors import TunesmithError
-from tunesmith.study.plan import PROMPTING, WEIGHT_REGIMENS, Job, plan
+from tunesmith.study.plan import WEIGHT_REGIMENS, Job, plan
 from tunesmith.training.checkpoint import write_json_atomic
 
 THROUGHPUT_TOK_S = 200.0  # measured: LoRA/full SFT of the 135M default model, bf16, 2 CPU cores
