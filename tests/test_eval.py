@@ -155,7 +155,8 @@ def test_eval_with_judge_over_loopback_openai_server(tmp_path, tiny_model_dir, d
     with OpenAIStubServer() as srv:
         r = api.evaluate(str(tiny_model_dir), progress=False, data=str(demo_dir / "qa_test.jsonl"), task="qa", limit=4,
                          max_new_tokens=4, output_dir=str(tmp_path),
-                         judge={"base_url": srv.base_url, "model": "stub", "api_key_env": None, "rubrics": ["helpfulness", "correctness"]})
+                         judge={"base_url": srv.base_url, "model": "stub", "api_key_env": None, "rubrics": ["helpfulness", "correctness"],
+                                "cache_dir": str(tmp_path / "judge-cache")})
         assert srv.count == 8  # 4 items x 2 rubrics
     h = r["helpfulness"]
     assert h["method"] == "judge (stub)" and h["helpfulness"]["n"] == 4 and h["helpfulness"]["n_failed"] == 0

@@ -22,6 +22,7 @@ class JudgeSettings:
     api_key_env: str | None = option("OPENAI_API_KEY", "Environment variable holding the judge's API key")
     rubrics: list[str] = option(default_factory=lambda: ["helpfulness"], doc="Rubrics to score: helpfulness, correctness (needs references), domain_adherence (needs `domain`)")
     domain: str | None = option(None, "One-line description of the domain, for the domain_adherence rubric")
+    cache_dir: str | None = option(None, "Where judgments are cached (default: <user cache>/tunesmith/judge)")
 
 
 @dataclass

@@ -219,7 +219,8 @@ def _helpfulness(preds, items, per_item, metrics, cfg) -> dict:
     if cfg.judge.base_url:
         from tunesmith.eval.judge import Judge, JudgeConfig, summarize
 
-        judge = Judge(JudgeConfig(base_url=cfg.judge.base_url, model=cfg.judge.model, api_key_env=cfg.judge.api_key_env))
+        judge = Judge(JudgeConfig(base_url=cfg.judge.base_url, model=cfg.judge.model, api_key_env=cfg.judge.api_key_env,
+                                  cache_dir=cfg.judge.cache_dir))
         out = {"method": f"judge ({cfg.judge.model})"}
         for rubric in cfg.judge.rubrics:
             batch = [{"question": it.display, "answer": p, "reference": (it.refs or [None])[0], "domain": cfg.judge.domain}
