@@ -167,9 +167,7 @@ def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool =
     if cfg.domain_corpus:
         result["adherence"] = _adherence(model, tok, samples[0], cfg, system, progress)
     if cfg.general_ability:
-        from tunesmith.eval.forgetting import general_ability
-
-        result["general_ability"] = general_ability(spec, base_spec=_base_of(run) if cfg.general_ability_base else None, system=system)
+        result["general_ability"] = _general_ability(spec, key_src["model"], _base_of(run) if cfg.general_ability_base else None, system)
     _write_samples(run / "eval" / f"{cfg.dataset_name}.samples.jsonl", items, samples, per_item, option_scores)
     write_json_atomic(out, result)
     return {**result, "cached": False, "path": str(out)}
@@ -207,6 +205,22 @@ def _apply_recipe(run: Path, items, records, cfg) -> dict | None:
     found = [float(str(r["doc_id"]) in it.retrieved) for r, it in zip(records, items)]
     return {"k": recipe.rag["top_k"], "method": recipe.rag["method"],
             f"recall@{recipe.rag['top_k']}": bootstrap_ci(found, n_resamples=cfg.bootstrap, seed=cfg.seed)}
+
+
+def _general_ability(spec: str, fingerprint: str, base: str | None, system: str | None) -> dict:
+    """General-ability retention, cached by the weights' fingerprint: runs that share weights
+    (a base model and its prompting arms) are measured once."""
+    from tunesmith.eval.forgetting import general_ability
+    from tunesmith.models.loading import cache_root
+
+    key = hashlib.sha256(json.dumps({"v": EVAL_VERSION, "model": fingerprint, "base": model_fingerprint(base) if base else None,
+                                     "system": system}).encode()).hexdigest()[:24]
+    path = cache_root() / "general_ability" / f"{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    out = general_ability(spec, base_spec=base, system=system)
+    write_json_atomic(path, out)
+    return out
 
 
 def _base_of(run: Path) -> str | None:

@@ -41,7 +41,11 @@ def evaluate_job(study, job, progress: bool = True) -> dict:
                         ood_data=study.data.ood if e.domain_adherence else None, ood_policy=e.ood_policy,
                         general_ability=e.general_ability, general_ability_base=False)
         out["qa"] = evaluate(run, cfg, progress=progress)
-    if study.data.classification_test:
+    # The classification task is scored for the baseline, the head, and arms trained on the
+    # classification data: a QA recipe (QA examples, retrieved passages) says nothing about it.
+    baseline = study.baseline or next((a.name for a in study.arms if a.regimen in ("prompt", "rag")), study.arms[0].name)
+    on_cls = job.arm == baseline or job.regimen == "head" or job.cfg.data.train == study.data.classification_train
+    if study.data.classification_test and on_cls:
         if job.regimen == "head":
             from tunesmith.eval.head_eval import evaluate_head
 
