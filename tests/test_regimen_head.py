@@ -289,3 +289,12 @@ def test_tunesmith_eval_routes_head_runs_to_the_head(tmp_path, tiny_model_dir, d
     assert api.evaluate(str(tmp_path / "h"), progress=False, data=str(demo_dir / "cls_test.jsonl"), task="classification", limit=10)["cached"]
     with pytest.raises(TunesmithError, match="classification-head run"):
         api.generate(str(tmp_path / "h"), ["hello"])
+
+
+def test_no_validation_split(tmp_path, tiny_model_dir, demo_dir):
+    """val_fraction 0 (no validation data) trains and exports the last weights."""
+    cfg = load_train_config(None, ["regimen=head", f"model.name={tiny_model_dir}", f"data.train={demo_dir / 'cls_train.jsonl'}",
+                                   "name=h0", f"output_dir={tmp_path}", "training.max_steps=2", "training.batch_size=8",
+                                   "data.val_fraction=0.0"])
+    r = api.train(cfg, progress=False)
+    assert r["steps"] == 2 and r["exported"] == "last" and (tmp_path / "h0" / "model" / "labels.json").exists()

@@ -63,7 +63,8 @@ def class_weights(targets: list[int], n_classes: int) -> list[float]:
 
 def encode_texts(tok, texts: list[str], max_length: int) -> tuple[list[list[int]], dict]:
     """Token ids per text (the tokenizer's own special tokens, truncated to max_length), and stats."""
-    ids = [list(x) for x in tok(list(texts), truncation=False)["input_ids"]]
+    # An empty list (no validation split) must not reach the tokenizer: it fails on empty batches.
+    ids = [list(x) for x in tok(list(texts), truncation=False)["input_ids"]] if texts else []
     truncated = sum(len(x) > max_length for x in ids)
     ids = [x[:max_length] for x in ids]
     lengths = [len(x) for x in ids] or [0]

@@ -132,7 +132,8 @@ def build_results(study, jobs, outcomes: dict, *, wall_seconds: float) -> dict:
         vals, vectors[j.id] = _criteria_of(ev, test_name, run) if o["status"] == "completed" else ({}, {})
         extra = {}
         if ev.get("preference"):
-            extra["preference_accuracy"] = _ci(ev["preference"].get("accuracy", ev["preference"])) or ev["preference"].get("accuracy")
+            p = ev["preference"]  # {"accuracy": float, "low", "high", "n", "scores": [0/1 per pair]}
+            extra["preference_accuracy"] = {"value": p["accuracy"], "low": p["low"], "high": p["high"], "n": p["n"]}
         if ev.get("qa", {}).get("retrieval"):
             extra["retrieval_recall"] = {k: v for k, v in ev["qa"]["retrieval"].items() if k.startswith("recall")}
         if ev.get("classification"):
