@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine with only Python (>= 3.11) and make:
-#   make demo   create .venv, install everything, run the quickstart on the built-in model
+#   make demo   create .venv, install everything, run the demo study on the built-in model
 #   make test   the same install, then the whole test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/tunesmith quickstart
+	$(VENV)/bin/tunesmith demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra

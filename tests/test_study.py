@@ -124,3 +124,27 @@ def test_study_runs_caches_resumes_and_reruns_only_changed_arms(tmp_path, tiny_m
     assert p.returncode == 0, out
     after = {n: (runs / n / "run.json").stat().st_mtime for n in mtimes}
     assert [n for n in mtimes if after[n] != mtimes[n]] == ["few-shot"]
+
+
+def test_study_with_head_dpo_classification_and_preferences(tmp_path, tiny_model_dir, demo_dir):
+    """Every criterion's source in one small study: classification (baseline by label likelihood,
+    the head with its head), preference accuracy, domain adherence and general ability."""
+    from tunesmith.study.runner import run_study
+
+    d = _study(tmp_path, tiny_model_dir, demo_dir)
+    d["data"].update(classification_train=str(demo_dir / "cls_train.jsonl"), classification_test=str(demo_dir / "cls_test.jsonl"),
+                     preference_train=str(demo_dir / "pref_train.jsonl"), preference_test=str(demo_dir / "pref_test.jsonl"),
+                     ood=str(demo_dir / "ood.jsonl"))
+    d["eval"].update(domain_adherence=True, general_ability=True)
+    d["defaults"].update({"training.max_steps": 2, "data.val_fraction": 0.0})
+    d["arms"] = [{"name": "zero-shot", "regimen": "prompt"}, {"name": "head", "regimen": "head"}, {"name": "dpo", "regimen": "dpo"}]
+    out = run_study(load_study_config(None, base=d), progress=False)
+    arms = {a["id"]: a for a in out["results"]["arms"]}
+    assert all(a["status"] == "completed" for a in arms.values()), {k: a["error"] for k, a in arms.items()}
+    assert arms["head"]["results"]["classification"]["n"] == 6 and "correctness" not in arms["head"]["results"]
+    assert arms["zero-shot"]["results"]["classification"]["n"] == 6
+    assert set(arms["dpo"]["results"]) >= {"correctness", "domain_adherence", "retention"}
+    assert 0 <= arms["dpo"]["extra"]["preference_accuracy"]["value"] <= 1
+    assert "classification" in arms["head"]["vs_baseline"]
+    html = (tmp_path / "studies" / "s" / "report.html").read_text()
+    assert "head" in html and "dpo" in html

@@ -50,7 +50,9 @@ def _criteria_of(ev: dict, test_name: str, run: Path) -> tuple[dict, dict]:
     if c:
         metric = c.get("metrics", c)
         vals["classification"] = _ci(metric.get("accuracy"))
-        per = c.get("per_item") or [s["scores"]["correct"] for s in _samples(run / "eval" / "classification.samples.jsonl").values()]
+        # A head run reports per_item [{"pred", "label", "correct"}]; a generative run, samples.
+        per = [x["correct"] for x in c["per_item"]] if c.get("per_item") else \
+            [s["scores"]["correct"] for s in _samples(run / "eval" / "classification.samples.jsonl").values()]
         items["classification"] = dict(enumerate(float(x) for x in per))
     return vals, items
 
