@@ -254,12 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--quiet", action="store_true", help="no per-step progress bars")
     st.set_defaults(fn=cmd_study)
 
-    dm = sub.add_parser("demo", help="the bundled demo study on the built-in default model (~20 min on 2 CPU cores)")
+    dm = sub.add_parser("demo", help="the bundled demo study on the built-in default model (~15 min on 2 CPU cores)")
     dm.add_argument("--out", default="studies")
     dm.add_argument("--dry-run", action="store_true")
     dm.set_defaults(fn=cmd_demo)
 
-    q = sub.add_parser("quickstart", help="the demo: LoRA fine-tune the default model on the demo domain and compare accuracy before and after")
+    q = sub.add_parser("quickstart", help="5-minute version: LoRA fine-tune the default model on the demo domain, exact match before and after")
     q.add_argument("--out", default="runs", help="folder for the demo data and run")
     q.add_argument("--epochs", type=float, default=None, help="override the demo's number of epochs")
     q.set_defaults(fn=cmd_quickstart)
