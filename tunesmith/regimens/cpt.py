@@ -19,7 +19,6 @@ another run's output, `init_from`) and mark what trains (LoRA, full, freeze), th
 
 from __future__ import annotations
 
-import math
 import random
 import time
 
@@ -33,12 +32,12 @@ from tunesmith.errors import ConfigError
 from tunesmith.models.loading import load_model
 from tunesmith.runs import start_run, update_run
 from tunesmith.training import checkpoint as ckpt
-from tunesmith.training.adapters import apply_adapter, count_params, param_groups, save_model
+from tunesmith.training.adapters import apply_adapter, count_params, save_model
 from tunesmith.training.batching import count_targets, epoch_order, make_rows, mean_loss
 from tunesmith.training.losses import causal_lm_loss
 from tunesmith.training.progress import TrainLogger
 from tunesmith.training.runtime import autocast, pick_device, resolve_precision, seed_everything, to_device
-from tunesmith.training.schedules import lr_factor
+from tunesmith.training.optim import build_optimizer, step_budget
 from tunesmith.training.selection import common_summary, load_best_for_export, record_evaluation
 
 ACCEPTS = ("text",)
@@ -183,16 +182,8 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
            "domain_tokens_epoch": domain_targets, "general_tokens_epoch": general_targets,
            "general_windows": len(general_ex)}
     pad_id = tok.pad_token_id
-    micro_per_epoch = math.ceil(len(rows) / tc.batch_size)
-    steps_per_epoch = math.ceil(micro_per_epoch / tc.gradient_accumulation_steps)
-    total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * steps_per_epoch))
-    warmup = round(tc.warmup_ratio * total_steps)
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.learning_rate, betas=tuple(tc.adam_betas))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total=total_steps, warmup=warmup, kind=tc.scheduler, min_ratio=tc.min_lr_ratio)
-    )
+    steps_per_epoch, total_steps = step_budget(len(rows), tc)
+    params, optimizer, scheduler = build_optimizer(model, tc, total_steps)
 
     # Loop state; on resume it comes back from the latest checkpoint with every RNG.
     loop = {"step": 0, "epoch": 0, "micro": 0, "best_val": None, "best_step": None, "bad_evals": 0,

@@ -28,7 +28,6 @@ checkpoint is the one with the lowest validation loss.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import time
 from pathlib import Path
@@ -42,13 +41,13 @@ from tunesmith.eval.preference import encode_pairs, pair_batch, pair_lengths, pa
 from tunesmith.models.loading import load_model
 from tunesmith.runs import start_run, update_run
 from tunesmith.training import checkpoint as ckpt
-from tunesmith.training.adapters import apply_adapter, count_params, param_groups, save_model
+from tunesmith.training.adapters import apply_adapter, count_params, save_model
 from tunesmith.training.batching import epoch_order
 from tunesmith.training.losses import sequence_logprobs
 from tunesmith.training.pref_losses import dpo_loss
 from tunesmith.training.progress import TrainLogger
 from tunesmith.training.runtime import autocast, pick_device, resolve_precision, seed_everything, to_device
-from tunesmith.training.schedules import lr_factor
+from tunesmith.training.optim import build_optimizer, step_budget
 from tunesmith.training.selection import common_summary, load_best_for_export, record_evaluation
 
 ACCEPTS = ("preference",)
@@ -170,10 +169,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     chosen_rows, rejected_rows = pair_rows(train_pairs)
     lengths, val_lengths = pair_lengths(train_pairs), pair_lengths(val_pairs)
     n_pairs = len(train_pairs)
-    micro_per_epoch = math.ceil(n_pairs / tc.batch_size)
-    steps_per_epoch = math.ceil(micro_per_epoch / tc.gradient_accumulation_steps)
-    total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * steps_per_epoch))
-    warmup = round(tc.warmup_ratio * total_steps)
+    steps_per_epoch, total_steps = step_budget(n_pairs, tc)
 
     # Reference log-probs: once, before any step (and before a checkpoint's weights load).
     ref = ref_val = None
@@ -193,11 +189,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         ref = {"chosen": cached["train_chosen"], "rejected": cached["train_rejected"]}
         ref_val = {"chosen": cached["validation_chosen"], "rejected": cached["validation_rejected"]}
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.learning_rate, betas=tuple(tc.adam_betas))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total=total_steps, warmup=warmup, kind=tc.scheduler, min_ratio=tc.min_lr_ratio)
-    )
+    params, optimizer, scheduler = build_optimizer(model, tc, total_steps)
 
     # Loop state; on resume it comes back from the latest checkpoint with every RNG.
     loop = {"step": 0, "epoch": 0, "micro": 0, "best_val": None, "best_step": None, "bad_evals": 0,

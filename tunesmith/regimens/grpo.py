@@ -61,13 +61,13 @@ from tunesmith.models.loading import load_model
 from tunesmith.rewards import combine
 from tunesmith.runs import start_run, update_run
 from tunesmith.training import checkpoint as ckpt
-from tunesmith.training.adapters import apply_adapter, count_params, param_groups, save_model
+from tunesmith.training.adapters import apply_adapter, count_params, save_model
 from tunesmith.training.batching import epoch_order
 from tunesmith.training.losses import token_logits
 from tunesmith.training.pref_losses import group_advantages, grpo_loss
 from tunesmith.training.progress import TrainLogger
 from tunesmith.training.runtime import autocast, pick_device, resolve_precision, seed_everything
-from tunesmith.training.schedules import lr_factor
+from tunesmith.training.optim import build_optimizer
 from tunesmith.training.selection import common_summary, load_best_for_export, record_evaluation
 
 
@@ -283,13 +283,8 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     steps_per_epoch = math.ceil(len(train_rows) / P)
     total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * steps_per_epoch))
     total_updates = total_steps * gc.updates_per_batch
-    warmup = round(tc.warmup_ratio * total_updates)
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.learning_rate, betas=tuple(tc.adam_betas))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total=total_updates, warmup=warmup, kind=tc.scheduler, min_ratio=tc.min_lr_ratio)
-    )
+    # The schedule counts optimizer updates: updates_per_batch of them per sampled batch.
+    params, optimizer, scheduler = build_optimizer(model, tc, total_updates)
 
     # Loop state; on resume it comes back from the latest checkpoint with every RNG.
     loop = {"step": 0, "epoch": 0, "pos": 0, "best_val": None, "best_step": None, "bad_evals": 0,
