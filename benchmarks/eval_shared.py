@@ -218,8 +218,8 @@ def render_table(rows: list[dict], env: dict) -> str:
     return "\n".join(lines)
 
 
-def previous_rows(text: str) -> list[dict]:
-    m = re.search(r"<!-- " + _DATA_TAG + r" (.*?) -->", text, re.S)
+def previous_rows(text: str, tag: str = _DATA_TAG) -> list[dict]:
+    m = re.search(r"<!-- " + tag + r" (.*?) -->", text, re.S)
     if not m:
         return []
     try:
@@ -228,16 +228,19 @@ def previous_rows(text: str) -> list[dict]:
         return []
 
 
-def write_section(out: Path, table: str, rows: list[dict]) -> None:
+def write_section(out: Path, table: str, rows: list[dict], *, start: str = START, end: str = END, tag: str = _DATA_TAG,
+                  title: str = SECTION_TITLE) -> None:
+    """Put `table` and `rows` (as a JSON comment, read back by previous_rows) between the
+    start/end markers of `out`, or append a titled section; written atomically."""
     # `--` may not appear in an HTML comment; outside strings JSON never has it, inside a
     # string the escape \u002d reads back as "-".
     data = json.dumps(rows, ensure_ascii=False).replace("--", "-\\u002d")
-    block = f"{START}\n{table}\n<!-- {_DATA_TAG} {data} -->\n{END}"
+    block = f"{start}\n{table}\n<!-- {tag} {data} -->\n{end}"
     text = out.read_text(encoding="utf-8") if out.exists() else ""
-    if START in text and END in text and text.index(START) < text.index(END):
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END):]
+    if start in text and end in text and text.index(start) < text.index(end):
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
     else:
-        text = (text.rstrip() + "\n\n" if text.strip() else "# Benchmarks\n\n") + f"{SECTION_TITLE}\n\n{block}\n"
+        text = (text.rstrip() + "\n\n" if text.strip() else "# Benchmarks\n\n") + f"{title}\n\n{block}\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -302,3 +302,12 @@ def test_field_paths():
 def test_option_rejects_both_defaults():
     with pytest.raises(TypeError):
         option(1, default_factory=list)
+
+
+def test_keys_are_names_as_written_not_yaml11_booleans(tmp_path):
+    """`on:` (a study arm's field), `yes:` or `0:` as keys stay the names written, not True or 0."""
+    from tunesmith.configlib import _Ctx, _read_yaml
+
+    f = tmp_path / "c.yaml"
+    f.write_text("on: base\nyes: 1\n0: negative\nlabels: [\"yes\", \"no\"]\n")
+    assert _read_yaml(f, _Ctx(str(f), dict)) == {"on": "base", "yes": 1, "0": "negative", "labels": ["yes", "no"]}

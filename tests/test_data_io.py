@@ -376,3 +376,36 @@ def test_file_sha256_for_file_and_directory(tmp_path):
     assert before == file_sha256(root)
     (root / "y.txt").write_text("changed")
     assert file_sha256(root) != before
+
+
+# --- Anthropic HH preference dialogues ----------------------------------------------------------
+
+def test_hh_dialogues_become_prompt_context_and_two_answers(tmp_path):
+    from tunesmith.data.templating import to_messages
+
+    shared = "\n\nHuman: Hi, can you help me bake bread?\n\nAssistant: Sure. What kind?\n\nHuman: Sourdough.\n\nAssistant:"
+    f = write_jsonl(tmp_path / "hh.jsonl", [
+        {"chosen": shared + " Start with a lively starter.", "rejected": shared + " Buy some bread."},
+        {"chosen": "\n\nHuman: Tell me a joke\n\nAssistant: Why did the owl...", "rejected": "\n\nHuman: Tell me a joke\n\nAssistant: No."},
+        {"chosen": shared + " Same.", "rejected": shared + " Same."},                       # line 3: identical answers
+        {"chosen": shared + " A.", "rejected": "\n\nHuman: Something else\n\nAssistant: B."},  # line 4: different dialogues
+        {"chosen": "no dialogue here", "rejected": "nor here"},                              # line 5
+    ])
+    ds, problems = read_dataset(f)
+    assert ds.type == "preference" and len(ds) == 2
+    first = ds.rows()[0]
+    assert first["prompt"] == "Sourdough." and first["chosen"] == "Start with a lively starter." and first["rejected"] == "Buy some bread."
+    assert first["context"] == [{"role": "user", "content": "Hi, can you help me bake bread?"}, {"role": "assistant", "content": "Sure. What kind?"}]
+    assert ds.rows()[1]["context"] == [] and ds.rows()[1]["prompt"] == "Tell me a joke"
+    assert [(p.line, p.field) for p in problems] == [(3, "rejected"), (4, "rejected"), (5, "chosen")]
+    assert "identical" in problems[0].message and "same dialogue" in problems[1].message
+    # the earlier turns come before the prompt in the chat the model sees
+    msgs = to_messages(first, "preference", "Be kind.")
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"] and msgs[-1]["content"] == "Sourdough."
+
+
+def test_preference_context_must_be_turns(tmp_path):
+    f = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b", "context": [{"role": "robot", "content": "x"}]}])
+    _, problems = read_dataset(f)
+    p = only_problem(problems)
+    assert (p.line, p.field) == (1, "context") and "role" in p.message

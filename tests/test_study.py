@@ -148,3 +148,34 @@ def test_study_with_head_dpo_classification_and_preferences(tmp_path, tiny_model
     assert "classification" in arms["head"]["vs_baseline"]
     html = (tmp_path / "studies" / "s" / "report.html").read_text()
     assert "head" in html and "dpo" in html
+
+
+def test_classification_study_scores_every_arm_on_the_test_labels(tmp_path, tiny_model_dir, demo_dir):
+    """A study whose held-out set is a classification task (the SST-2 shape): prompting arms and
+    SFT are scored by label likelihood, the head by its head, all on the same items, paired."""
+    from tunesmith.study.runner import run_study
+
+    rows = [json.loads(x) for x in (demo_dir / "cls_train.jsonl").read_text().splitlines()]
+    sft_data = tmp_path / "cls_sft.jsonl"
+    sft_data.write_text("".join(json.dumps({"prompt": r["text"], "completion": r["label"]}) + "\n" for r in rows))
+    d = _study(tmp_path, tiny_model_dir, demo_dir)
+    d["data"] = {"train": str(sft_data), "test": str(demo_dir / "cls_test.jsonl"),
+                 "classification_train": str(demo_dir / "cls_train.jsonl")}
+    d["eval"].update(task="classification")
+    d["defaults"].update({"training.max_steps": 2, "data.val_fraction": 0.0})
+    d["arms"] = [{"name": "zero-shot", "regimen": "prompt"}, {"name": "few-shot", "regimen": "prompt", "set": {"prompting.shots": 2}},
+                 {"name": "sft", "regimen": "sft"}, {"name": "head", "regimen": "head"}]
+    out = run_study(load_study_config(None, base=d), progress=False)
+    res = out["results"]
+    arms = {a["id"]: a for a in res["arms"]}
+    assert all(a["status"] == "completed" for a in arms.values()), {k: a["error"] for k, a in arms.items()}
+    assert res["criteria"]["correctness"]["metric"] == "accuracy"
+    for name, a in arms.items():
+        c = a["results"]["correctness"]
+        samples = [json.loads(x) for x in (tmp_path / "studies" / "s" / "runs" / name / "eval" / "cls_test.samples.jsonl").read_text().splitlines()]
+        assert c["n"] == len(samples) == 6
+        # the reported accuracy is the share of items whose predicted label equals the gold label
+        assert c["value"] == pytest.approx(sum(s["prediction"] == s["reference"] for s in samples) / 6)
+    assert arms["head"]["vs_baseline"]["correctness"]["n"] == 6  # the head paired item by item with zero-shot
+    assert {"head", "sft", "zero-shot"} <= set(res["examples"][0]["answers"])
+    assert "classification" not in arms["head"]["results"]  # one classification set: reported once, as correctness

@@ -361,7 +361,9 @@ def _to_data(node: yaml.Node, path: str, ctx: _Ctx, loader: yaml.SafeLoader) -> 
             line = key_node.start_mark.line + 1
             if not isinstance(key_node, yaml.ScalarNode):
                 raise ConfigError(f"{ctx.source}:{line}: keys must be plain names")
-            key = loader.construct_object(key_node)
+            # Keys are names: YAML 1.1 would read `on:`, `yes:`, `no:` as booleans and `0:` as an
+            # integer, so the key is the text as written.
+            key = key_node.value
             sub = _join(path, key)
             if key in out:  # YAML would silently keep the last one
                 raise ConfigError(f"{ctx.source}:{line}: {sub}: duplicate key "

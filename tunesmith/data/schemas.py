@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -138,7 +139,55 @@ def _conv_preference(f: _Fields) -> dict | None:
     prompt, chosen, rejected = f.text("prompt"), f.text("chosen"), f.text("rejected")
     if chosen is not None and chosen == rejected:
         f.problem("rejected", "is identical to 'chosen'", "a preference pair needs two different answers")
-    return f.result({"prompt": prompt, "chosen": chosen, "rejected": rejected,
+    out = {"prompt": prompt, "chosen": chosen, "rejected": rejected, "system": f.text("system", required=False)}
+    context = f.raw.get("context")  # optional earlier turns of a multi-turn prompt
+    if context is not None:
+        f.used.add("context")
+        ok = isinstance(context, list) and all(isinstance(m, dict) and m.get("role") in ("user", "assistant")
+                                               and isinstance(m.get("content"), str) for m in context)
+        if not ok:
+            f.problem("context", "must be a list of {role: user|assistant, content: string} turns",
+                      "give the turns before the prompt in that form, or drop the field")
+        out["context"] = context
+    return f.result(out)
+
+
+_HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")
+
+
+def _hh_turns(transcript: str) -> list[tuple[str, str]] | None:
+    """[(role, text)] of an Anthropic HH transcript ("\\n\\nHuman: ... \\n\\nAssistant: ..."), or None."""
+    parts = _HH_TURN.split(transcript)
+    if len(parts) < 3 or parts[0].strip():
+        return None
+    return [("user" if who == "Human" else "assistant", text.strip()) for who, text in zip(parts[1::2], parts[2::2])]
+
+
+def _conv_hh(f: _Fields) -> dict | None:
+    """chosen/rejected as whole dialogues (Anthropic HH-RLHF): everything up to chosen's last
+    "Assistant:" is the shared prompt (as TRL's HH preprocessing cuts it): its last user turn is
+    `prompt`, the turns before it `context`; what follows on each side is the answer."""
+    chosen, rejected = f.text("chosen"), f.text("rejected")
+    if chosen is None or rejected is None:
+        return None
+    marker = "\n\nAssistant:"
+    cut = chosen.rfind(marker) + len(marker)
+    turns = _hh_turns(chosen[:cut] + " x") if cut >= len(marker) else None
+    if turns is None or len(turns) < 2 or turns[-2][0] != "user":
+        f.problem("chosen", "has no prompt and is not a '\\n\\nHuman: ... \\n\\nAssistant: ...' dialogue",
+                  "add a 'prompt' field (prompt/chosen/rejected layout) or give whole HH dialogues")
+        return None
+    if not rejected.startswith(chosen[:cut]):
+        f.problem("rejected", "does not continue the same dialogue as 'chosen' up to its last Assistant turn",
+                  "both sides must be the same dialogue ending in two different Assistant answers")
+        return None
+    good, bad = chosen[cut:].strip(), rejected[cut:].strip()
+    if not good or not bad:
+        f.problem("chosen" if not good else "rejected", "has an empty last Assistant answer", "drop the record")
+    elif good == bad:
+        f.problem("rejected", "is identical to 'chosen'", "a preference pair needs two different answers")
+    context = [{"role": role, "content": text} for role, text in turns[:-2]]
+    return f.result({"prompt": turns[-2][1], "chosen": good, "rejected": bad, "context": context,
                      "system": f.text("system", required=False)})
 
 
@@ -274,6 +323,9 @@ LAYOUTS: tuple[Layout, ...] = (
            _chat("conversations", "from", "value", _SHAREGPT_ROLES)),
     Layout("preference", "preference", (("prompt", "chosen", "rejected"),),
            "Preference layout: prompt, chosen, rejected -> preference pair", _conv_preference),
+    Layout("hh", "preference", (("chosen", "rejected"),),
+           "Anthropic HH layout: chosen/rejected dialogues ('\\n\\nHuman: ... \\n\\nAssistant: ...') -> prompt (last Human turn, "
+           "earlier turns as context), chosen, rejected (the two last Assistant turns)", _conv_hh),
     Layout("alpaca", "prompt_completion", (("instruction", "output"),),
            "Alpaca layout: instruction + input -> prompt, output -> completion", _conv_alpaca),
     Layout("prompt_completion", "prompt_completion", (("prompt", "completion"),),

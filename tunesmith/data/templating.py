@@ -35,6 +35,7 @@ def to_messages(row: dict, dtype: str, system_prompt: str | None = None) -> list
         msgs = []
         if row.get("system"):
             msgs.append({"role": "system", "content": row["system"]})
+        msgs.extend(dict(m) for m in row.get("context") or [])  # earlier turns of a multi-turn preference prompt
         msgs.append({"role": "user", "content": row["prompt"]})
         if dtype == "prompt_completion":
             msgs.append({"role": "assistant", "content": row["completion"]})

@@ -8,6 +8,7 @@ are cached by (model hash, data hash, settings): the same evaluation twice does 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -93,7 +94,6 @@ def _generate(model, tok, items, cfg, progress) -> list[list[str]]:
 def label_set(cfg, items) -> list[str]:
     """The labels to choose from: given, or every label of the whole dataset (not only of the
     items kept by `limit`, which would hand the model a smaller, easier choice)."""
-    import dataclasses
 
     from tunesmith.eval.sources import read_records
     from tunesmith.eval.tasks import _label
@@ -181,6 +181,20 @@ def _evaluate_head_run(run: Path, cfg: EvalConfig, cache_key: str, out: Path) ->
     if cfg.task != "classification":
         raise TunesmithError(f"{run} is a classification-head run: evaluate it with --task classification")
     res = evaluate_head(str(run), cfg.data, limit=cfg.limit, bootstrap=cfg.bootstrap, seed=cfg.seed)
+    # Samples as a generative eval writes them (same ids: the records' ids or line numbers), so
+    # that a study pairs the head's items with the other arms' and shows its answers.
+    from tunesmith.eval.sources import read_records
+
+    records = read_records(dataclasses.replace(cfg, shuffle=False))
+    path = run / "eval" / f"{cfg.dataset_name}.samples.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        for rec, row in zip(records, res["per_item"]):
+            text = rec.get("text", rec.get("sentence", ""))
+            f.write(json.dumps({"id": rec["id"], "input": text, "prediction": row["pred"], "reference": row["label"],
+                                "scores": {"correct": float(row["correct"])}}, ensure_ascii=False) + "\n")
+    tmp.replace(path)
     res.update(schema_version=SCHEMA_VERSION, dataset=cfg.dataset_name, cache_key=cache_key,
                helpfulness={"method": "not applicable (no free-text reference)"}, created=time.strftime("%Y-%m-%dT%H:%M:%S"))
     write_json_atomic(out, res)

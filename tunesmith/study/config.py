@@ -21,7 +21,7 @@ from tunesmith.models.builtins import DEFAULT_MODEL
 @dataclass
 class StudyData:
     train: str = option(doc="Question/answer training data (prompt_completion or messages): SFT, GRPO, few-shot pool")
-    test: str = option(doc="Held-out questions with reference answers (prompt, answer[, aliases, doc_id]): every arm is scored on it")
+    test: str = option(doc="Held-out items every arm is scored on, with the study's eval.task: qa (prompt, answer[, aliases, doc_id]), math (prompt, answer ending '#### N'), classification (text, label), summarization (prompt, reference), code (prompt, tests)")
     corpus: str | None = option(None, "Raw domain text: continued pre-training, retrieval, domain-adherence classifier")
     preference_train: str | None = option(None, "Preference pairs for DPO")
     preference_test: str | None = option(None, "Held-out preference pairs: preference accuracy of every generative arm")
@@ -33,6 +33,10 @@ class StudyData:
 
 @dataclass
 class StudyEval:
+    task: Literal["qa", "math", "classification", "summarization", "code"] = option(
+        "qa", "How data.test is scored (its correctness criterion): qa exact match, math final-number accuracy, classification accuracy (generative arms by label log-likelihood, head arms by their head), summarization ROUGE-L, code pass@1")
+    labels: list[str] | None = option(None, "classification: the label set (default: the labels found in data.test)")
+    stop: list[str] = option(default_factory=list, doc="Strings that end a generated answer (e.g. a model starting the next question)")
     max_new_tokens: int = option(32, "Longest generated answer", minimum=1)
     limit: int | None = option(None, "Evaluate only the first N test items", minimum=1)
     batch_size: int = option(16, "Prompts generated together", minimum=1)

@@ -22,14 +22,23 @@ def _ci(d: dict | None) -> dict | None:
     return {k: d[k] for k in ("value", "low", "high", "n") if k in d} if d and "value" in d else None
 
 
+# The per-item score behind each test task's correctness figure (the task's primary metric).
+ITEM_SCORE = {"qa": "exact_match", "math": "correct", "classification": "correct", "summarization": "rougeL", "code": "pass@1"}
+
+
+def _item_score(sample: dict) -> float | None:
+    """A sample's correctness: the first per-item score it has of ITEM_SCORE's keys."""
+    return next((sample["scores"][k] for k in ITEM_SCORE.values() if k in sample.get("scores", {})), None)
+
+
 def _criteria_of(ev: dict, test_name: str, run: Path) -> tuple[dict, dict]:
     """(criterion -> value with CI, criterion -> per-item vector keyed by item id or position)."""
     vals, items = {}, {}
-    qa = ev.get("qa")
+    qa = ev.get("test")
     if qa:
         samples = _samples(run / "eval" / f"{test_name}.samples.jsonl")
         vals["correctness"] = _ci(qa["metrics"].get(qa["primary_metric"]))
-        items["correctness"] = {i: s["scores"].get("exact_match") for i, s in samples.items()}
+        items["correctness"] = {i: _item_score(s) for i, s in samples.items()}
         h = qa.get("helpfulness", {})
         if "value" in h:
             vals["helpfulness"] = _ci(h)
@@ -98,8 +107,8 @@ def _examples(arms: list[dict], test_name: str, limit: int = 12) -> list[dict]:
     rows = []
     for i, s in first.items():
         answers = {a: per_arm[a][i]["prediction"] for a in per_arm if i in per_arm[a]}
-        correct = {a: int(per_arm[a][i]["scores"].get("exact_match", 0)) for a in per_arm if i in per_arm[a]}
-        k, n = sum(correct.values()), len(correct)
+        correct = {a: float(_item_score(per_arm[a][i]) or 0.0) for a in per_arm if i in per_arm[a]}
+        k, n = sum(v >= 0.5 for v in correct.values()), len(correct)
         ref = s["reference"]
         rows.append({"id": i, "question": s["input"], "reference": ref[0] if isinstance(ref, list) else ref,
                      "answers": answers, "correct": correct, "disagreement": min(k, n - k) / max(n / 2, 1)})
@@ -114,7 +123,7 @@ def _overlap(study) -> int:
     from tunesmith.eval.sources import read_records
 
     tr = load_dataset(study.data.train)
-    test = read_records(EvalConfig(data=study.data.test, task="qa"))
+    test = read_records(EvalConfig(data=study.data.test, task=study.eval.task, labels=study.eval.labels))
     exact, _ = find_overlap([prompt_side_text(r, tr.type) for r in tr.rows()], [str(r.get("prompt", "")) for r in test], 0.95)
     return len({j for _, j in exact})
 
@@ -136,8 +145,8 @@ def build_results(study, jobs, outcomes: dict, *, wall_seconds: float) -> dict:
         if ev.get("preference"):
             p = ev["preference"]  # {"accuracy": float, "low", "high", "n", "scores": [0/1 per pair]}
             extra["preference_accuracy"] = {"value": p["accuracy"], "low": p["low"], "high": p["high"], "n": p["n"]}
-        if ev.get("qa", {}).get("retrieval"):
-            extra["retrieval_recall"] = {k: v for k, v in ev["qa"]["retrieval"].items() if k.startswith("recall")}
+        if ev.get("test", {}).get("retrieval"):
+            extra["retrieval_recall"] = {k: v for k, v in ev["test"]["retrieval"].items() if k.startswith("recall")}
         if ev.get("classification"):
             c = ev["classification"].get("metrics", ev["classification"])
             extra["classification"] = {k: _ci(c[k]) for k in ("accuracy", "macro_f1") if isinstance(c.get(k), dict)}
@@ -150,9 +159,9 @@ def build_results(study, jobs, outcomes: dict, *, wall_seconds: float) -> dict:
             "cost": {"train_seconds": meta.get("train_seconds", 0.0), "trained_tokens": meta.get("trained_tokens", 0),
                      "trainable_params": meta.get("trainable_params", 0), "total_params": meta.get("total_params"),
                      "peak_memory_mib": meta.get("peak_memory_mib"),
-                     "eval_seconds_per_item": ev.get("qa", {}).get("seconds_per_item")},
-            "curves": _curves(run), "overfitting": ev.get("qa", {}).get("overfitting"),
-            "data": {"train_records": manifest.get("counts", {}).get("train"), "test_records": ev.get("qa", {}).get("n"),
+                     "eval_seconds_per_item": ev.get("test", {}).get("seconds_per_item")},
+            "curves": _curves(run), "overfitting": ev.get("test", {}).get("overfitting"),
+            "data": {"train_records": manifest.get("counts", {}).get("train"), "test_records": ev.get("test", {}).get("n"),
                      "overlap_train_test": overlap},
         })
     base_ids = [a["id"] for a in arms if a["arm"] == baseline]
@@ -162,7 +171,9 @@ def build_results(study, jobs, outcomes: dict, *, wall_seconds: float) -> dict:
         a["vs_baseline"] = {c: _pair(vectors[a["id"]][c], vectors[b].get(c, {})) for c in vectors[a["id"]]} if b and b != a["id"] else {}
         a["pairwise"] = {c: {o["id"]: _pair(vectors[a["id"]][c], vectors[o["id"]].get(c, {})) for o in arms if o["id"] != a["id"] and c in vectors[o["id"]]}
                          for c in vectors[a["id"]]}
-    criteria = {"correctness": {"label": "Correctness", "metric": "exact_match", "dataset": test_name, "higher_is_better": True},
+    from tunesmith.eval.scoring import PRIMARY
+
+    criteria = {"correctness": {"label": "Correctness", "metric": PRIMARY[study.eval.task], "task": study.eval.task, "dataset": test_name, "higher_is_better": True},
                 "domain_adherence": {"label": "Domain adherence", "metric": "on_domain_share", "higher_is_better": True},
                 "helpfulness": {"label": "Helpfulness", "metric": "reference_similarity" if not study.eval.judge_url else "judge_helpfulness",
                                 "proxy": not study.eval.judge_url, "higher_is_better": True},

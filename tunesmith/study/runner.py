@@ -24,7 +24,6 @@ EVAL_S_PER_ITEM = 0.5
 def validate_data(study, jobs: list[Job]) -> None:
     """Every data file every job will read must load, with the right type, before any training."""
     from tunesmith.data.schemas import load_dataset
-    from tunesmith.eval.config import EvalConfig
     from tunesmith.eval.sources import read_records
 
     accepts = {"sft": ("prompt_completion", "messages"), "prompt": ("prompt_completion", "messages"),
@@ -38,7 +37,11 @@ def validate_data(study, jobs: list[Job]) -> None:
             seen.add(key)
     if study.data.corpus:
         load_dataset(study.data.corpus, "text")
-    read_records(EvalConfig(data=study.data.test, task="qa"))
+    from tunesmith.study.evaluate import test_eval_cfg
+
+    read_records(test_eval_cfg(study))
+    if study.eval.task == "classification" and any(j.regimen == "head" for j in jobs):
+        load_dataset(study.data.test, "classification")  # a head reads {text, label}
     for f, t in ((study.data.classification_test, "classification"), (study.data.preference_test, "preference")):
         if f:
             load_dataset(f, t)
@@ -48,10 +51,11 @@ def estimate(study, jobs: list[Job]) -> list[dict]:
     """Rough tokens and minutes per job, for --dry-run and the ETA (CPU figures)."""
     from tunesmith.api import token_counter
     from tunesmith.data.schemas import load_dataset
-    from tunesmith.eval.config import EvalConfig
     from tunesmith.eval.sources import read_records
 
-    n_test = len(read_records(EvalConfig(data=study.data.test, task="qa", limit=study.eval.limit)))
+    from tunesmith.study.evaluate import test_eval_cfg
+
+    n_test = len(read_records(test_eval_cfg(study)))
     counters, tokens_of = {}, {}
     rows = []
     for j in jobs:

@@ -1,0 +1,157 @@
+"""Evidence for the reward-signal regimens, beyond what the demo study measures: GRPO with the
+exact-match reward on the demo domain, and DPO on real preference data (Anthropic HH-RLHF
+helpful pairs from ../shared/data). Each experiment trains with tunesmith's library API, scores
+the trained model against its starting model on held-out items with a paired test, times both,
+and writes a Markdown table into docs/benchmarks.md between `<!-- regimens:start -->` and
+`<!-- regimens:end -->` (rows of experiments not run this time are kept).
+
+    python benchmarks/regimens.py                      # every experiment (~20 min on 2 CPU cores)
+    python benchmarks/regimens.py --only grpo-demo
+    python benchmarks/regimens.py --work /tmp/regimens --out /tmp/regimens.md
+
+  grpo-demo  SFT (LoRA, 2 epochs: a deliberately partial start, so that rewards vary within a
+             group) on the demo QA pairs, then GRPO from it with the exact_match reward; mean
+             reward of greedy answers to the 40 held-out, differently phrased test questions,
+             GRPO run vs its SFT start.
+  dpo-hh     DPO (LoRA, sigmoid loss) on 200 helpful-base pairs; preference accuracy (log-prob of
+             the chosen answer above the rejected one's) on 200 other pairs, DPO run vs the
+             untuned default model. Skipped when ../shared/data/hh_rlhf is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from eval_shared import environment, previous_rows, write_section  # noqa: E402  (shared with the eval benchmark)
+
+SHARED = ROOT.parent / "shared" / "data"
+DEFAULT_OUT = ROOT / "docs" / "benchmarks.md"
+START, END, TAG = "<!-- regimens:start -->", "<!-- regimens:end -->", "regimens:data"
+TITLE = "## Reward-signal regimens: GRPO on the demo domain, DPO on HH-RLHF"
+
+
+def _train(overrides: dict, work: Path) -> tuple[str, float]:
+    from tunesmith import api, configlib
+    from tunesmith.config import TrainConfig
+
+    base = {"output_dir": str(work / "runs")}
+    cfg = configlib.from_dict(TrainConfig, configlib.apply_overrides(base, TrainConfig, list(overrides.items())))
+    t0 = time.time()
+    info = api.train(cfg, overwrite=True)
+    return info["run_dir"], time.time() - t0
+
+
+def grpo_demo(work: Path) -> dict:
+    from tunesmith.demo.domain import write_domain
+    from tunesmith.demo.quickstart import N_FACTS, QUICKSTART_SYSTEM
+    from tunesmith.eval.reward_eval import reward_gain
+
+    f = write_domain(work / "demo-data", n_facts=N_FACTS)
+    common = {"data.system_prompt": QUICKSTART_SYSTEM, "data.val_fraction": 0.0, "adapter.mode": "lora"}
+    sft, t_sft = _train({**common, "name": "sft-start", "regimen": "sft", "data.train": str(f["qa_train"]),
+                         "training.epochs": 2, "training.learning_rate": 2e-3, "training.batch_size": 4}, work)
+    grpo, t_grpo = _train({**common, "name": "grpo-exact", "regimen": "grpo", "init_from": sft, "data.train": str(f["qa_train"]),
+                           "training.max_steps": 40, "training.learning_rate": 5e-4, "training.batch_size": 16,
+                           "grpo.group_size": 8, "grpo.prompts_per_step": 4, "grpo.max_new_tokens": 16,
+                           "grpo.rewards": {"exact_match": 1.0}}, work)
+    t0 = time.time()
+    g = reward_gain(grpo, sft, str(f["qa_test"]), {"exact_match": 1.0}, max_new_tokens=16, batch_size=40)
+    return {"experiment": "grpo-demo", "data": f"demo domain, {N_FACTS} facts: {g['model']['n']} held-out questions",
+            "measure": "mean exact-match reward", "start": "SFT LoRA, 2 epochs", "before": _ci(g["base"]), "after": _ci(g["model"]),
+            "gain": g["gain"], "gain_ci": g["ci"], "p_value": g["p_value"],
+            "train_s": round(t_sft + t_grpo, 1), "train_note": f"SFT {t_sft:.0f} s + GRPO 40 steps {t_grpo:.0f} s",
+            "eval_s": round(time.time() - t0, 1)}
+
+
+def _ci(m: dict) -> dict:
+    return {"value": m["mean_reward"], **m["ci"], "n": m["n"]}
+
+
+def dpo_hh(work: Path) -> dict | None:
+    src = SHARED / "hh_rlhf"
+    if not src.is_dir():
+        print(f"dpo-hh: skipped ({src} is absent)")
+        return None
+    sys.path.insert(0, str(ROOT / "examples"))
+    from prepare_shared import prep_hh_rlhf
+
+    from tunesmith.eval.preference import preference_accuracy
+    from tunesmith.eval.stats import mcnemar, paired_bootstrap
+    from tunesmith.models.builtins import DEFAULT_MODEL
+
+    counts = prep_hh_rlhf(src, work / "hh", 200, 200, 0)
+    run, t_train = _train({"name": "dpo-hh", "regimen": "dpo", "data.train": str(work / "hh" / "pref_train.jsonl"),
+                           "data.val_fraction": 0.0, "data.max_length": 384, "adapter.mode": "lora", "training.epochs": 1,
+                           "training.learning_rate": 5e-4, "training.batch_size": 4, "dpo.beta": 0.1}, work)
+    t0 = time.time()
+    test = str(work / "hh" / "pref_test.jsonl")
+    before = preference_accuracy(DEFAULT_MODEL, test)
+    after = preference_accuracy(run, test)
+    d = paired_bootstrap([float(x) for x in before["scores"]], [float(x) for x in after["scores"]], n_resamples=1000)
+    return {"experiment": "dpo-hh", "data": f"HH-RLHF helpful-base: {counts['train']} training pairs, {after['n']} held-out pairs "
+            f"({counts['dropped_defective']} defective records dropped)", "measure": "preference accuracy",
+            "start": f"{DEFAULT_MODEL} (untuned)",
+            "before": {k: before[k] for k in ("low", "high", "n")} | {"value": before["accuracy"]},
+            "after": {k: after[k] for k in ("low", "high", "n")} | {"value": after["accuracy"]},
+            "gain": d["diff"], "gain_ci": {"low": d["low"], "high": d["high"]}, "p_value": d["p_value"],
+            "mcnemar_p": mcnemar(before["scores"], after["scores"])["p_value"],
+            "train_s": round(t_train, 1), "train_note": f"DPO 1 epoch {t_train:.0f} s", "eval_s": round(time.time() - t0, 1)}
+
+
+EXPERIMENTS = {"grpo-demo": grpo_demo, "dpo-hh": dpo_hh}
+
+
+def _fmt(m: dict) -> str:
+    return f"{m['value']:.3f} [{m['low']:.3f}, {m['high']:.3f}]"
+
+
+def render(rows: list[dict], env: dict) -> str:
+    lines = [f"- Measured: {env['date']}; machine: {env['machine']}; load average at the start: {env['load_start']}",
+             f"- Versions: {', '.join(f'{k} {v}' for k, v in env['versions'].items())}; tunesmith checkout {env.get('git') or 'unknown'}",
+             "", "| experiment | data | measure | starting model | before [95% CI] | after [95% CI] | gain [95% CI] | p | training | eval |",
+             "|---|---|---|---|---|---|---|---:|---|---:|"]
+    for r in rows:
+        lines.append(f"| {r['experiment']} | {r['data']} | {r['measure']} | {r['start']} | {_fmt(r['before'])} | {_fmt(r['after'])} | "
+                     f"{r['gain']:+.3f} [{r['gain_ci']['low']:+.3f}, {r['gain_ci']['high']:+.3f}] | {r['p_value']:.3g} | "
+                     f"{r['train_note']} | {r['eval_s']:.0f} s |")
+    lines += ["", "p: paired bootstrap over items (two-sided). Before and after are scored on the same held-out items."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", help=f"comma-separated subset of {','.join(EXPERIMENTS)}")
+    p.add_argument("--work", default="runs/benchmarks-regimens", help="where runs and prepared data go")
+    p.add_argument("--out", default=str(DEFAULT_OUT))
+    a = p.parse_args(argv)
+    names = a.only.split(",") if a.only else list(EXPERIMENTS)
+    bad = [n for n in names if n not in EXPERIMENTS]
+    if bad:
+        print(f"--only: unknown experiment(s) {', '.join(bad)} (choose from {', '.join(EXPERIMENTS)})", file=sys.stderr)
+        return 2
+    os.chdir(ROOT)
+    from tunesmith.models.builtins import DEFAULT_MODEL
+
+    env = environment(DEFAULT_MODEL, None)
+    work = Path(a.work)
+    rows = [r for r in (EXPERIMENTS[n](work) for n in names) if r]
+    out = Path(a.out)
+    text = out.read_text(encoding="utf-8") if out.exists() else ""
+    prev = [r for r in previous_rows(text, TAG) if r["experiment"] not in {x["experiment"] for x in rows}]
+    rows = sorted(rows + prev, key=lambda r: list(EXPERIMENTS).index(r["experiment"]))
+    table = render(rows, env)
+    print(table)
+    write_section(out, table, rows, start=START, end=END, tag=TAG, title=TITLE)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Write the tunesmith data files of the example studies and regimen benchmarks from the public
+datasets in ../shared/data (never copied into the repository): seeded samples in the layouts
+the study reads, with the same prompt wording for training and evaluation.
+
+    python examples/prepare_shared.py                      # all of them, into data-shared/
+    python examples/prepare_shared.py --only sst2,gsm8k    # some
+    python examples/prepare_shared.py --shared /path/to/shared/data --out /tmp/prepared
+
+Per dataset (folder data-shared/<name>/; the sizes are the defaults, set by --n-train/--n-test):
+  sst2/      train.jsonl (prompt/completion: SFT and few-shot pool), cls_train.jsonl (text/label:
+             the head), test.jsonl (text/label: every arm), from SST-2 train / test.
+  pubmedqa/  the 500 PQA-L questions outside the official test ids for training, a sample of the
+             500 test ids for test (doc_id = the PubMed id), and corpus.jsonl: the 1,000 abstracts
+             without their conclusions, for retrieval. The question is asked closed-book (no
+             abstract in the prompt): retrieval has to find it.
+  gsm8k/     train.jsonl (the question with the math task's instruction -> the reference solution,
+             calculator annotations <<...>> removed; GRPO reads the same file, scoring the number
+             after '####'), test.jsonl (question, answer: the eval adds the instruction).
+  hh_rlhf/   pref_train.jsonl / pref_test.jsonl: helpful-base pairs read by tunesmith's HH layout
+             (prompt = last Human turn, context = the turns before), records with defects dropped
+             and counted.
+
+A dataset whose folder is absent is skipped with the reason; exit status 0 unless nothing at all
+could be prepared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import sys
+from pathlib import Path
+
+SST2_PROMPT = "What is the sentiment of this movie review? Answer with one word: positive or negative.\n\nReview: {sentence}"
+PUBMEDQA_PROMPT = "{question}\nAnswer with one word: yes, no or maybe."
+# The math task's default instruction (tunesmith.eval.tasks.DEFAULT_PROMPTS["math"]): training
+# prompts carry it exactly as evaluation adds it.
+GSM8K_SUFFIX = "\nSolve step by step, then give the final answer on the last line as '#### <number>'."
+DEFAULTS = {"sst2": (1000, 300), "pubmedqa": (500, 200), "gsm8k": (400, 100), "hh_rlhf": (200, 200)}
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _sample(rows: list, n: int | None, seed: int) -> list:
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    return rows[:n] if n else rows
+
+
+def _tsv(path: Path) -> list[tuple[str, str]]:
+    out = []
+    for ln in path.read_text(encoding="utf-8").split("\n"):
+        if ln.strip():
+            sentence, label = ln.rsplit("\t", 1)  # headerless: sentence, then 0/1
+            out.append((sentence, {"0": "negative", "1": "positive"}[label.strip()]))
+    return out
+
+
+def prep_sst2(src: Path, out: Path, n_train: int, n_test: int, seed: int) -> dict:
+    train = _sample(_tsv(src / "train.tsv"), n_train, seed)
+    test = _sample(_tsv(src / "test.tsv"), n_test, seed)
+    _write(out / "train.jsonl", [{"prompt": SST2_PROMPT.format(sentence=s), "completion": y} for s, y in train])
+    _write(out / "cls_train.jsonl", [{"text": SST2_PROMPT.format(sentence=s), "label": y} for s, y in train])
+    _write(out / "test.jsonl", [{"text": SST2_PROMPT.format(sentence=s), "label": y} for s, y in test])
+    return {"train": len(train), "test": len(test)}
+
+
+def _as_list(v) -> list[str]:
+    if isinstance(v, list):
+        return v
+    import ast
+
+    return list(ast.literal_eval(v))  # the file stores Python-literal lists as strings
+
+
+def prep_pubmedqa(src: Path, out: Path, n_train: int, n_test: int, seed: int) -> dict:
+    data = json.loads((src / "ori_pqal.json").read_text(encoding="utf-8"))
+    test_ids = set(json.loads((src / "test_ground_truth.json").read_text(encoding="utf-8")))
+    train_ids = _sample(sorted(k for k in data if k not in test_ids), n_train, seed)
+    sample_test = _sample(sorted(test_ids), n_test, seed)
+
+    def q(k):
+        return PUBMEDQA_PROMPT.format(question=data[k]["QUESTION"])
+
+    _write(out / "train.jsonl", [{"prompt": q(k), "completion": data[k]["final_decision"]} for k in train_ids])
+    _write(out / "cls_train.jsonl", [{"text": q(k), "label": data[k]["final_decision"]} for k in train_ids])
+    _write(out / "test.jsonl", [{"text": q(k), "label": data[k]["final_decision"], "doc_id": k} for k in sample_test])
+    # Abstracts without the conclusion (LONG_ANSWER), as PubMedQA's reasoning-required setting gives them.
+    _write(out / "corpus.jsonl", [{"id": k, "text": "\n".join(_as_list(v["CONTEXTS"]))} for k, v in sorted(data.items())])
+    return {"train": len(train_ids), "test": len(sample_test), "corpus": len(data)}
+
+
+def prep_gsm8k(src: Path, out: Path, n_train: int, n_test: int, seed: int) -> dict:
+    def read(name):
+        return [json.loads(x) for x in (src / name).read_text(encoding="utf-8").splitlines() if x.strip()]
+
+    train = _sample(read("train.jsonl"), n_train, seed)
+    test = _sample(read("test.jsonl"), n_test, seed)
+    # GRPO offers `completion` to its rewards as `answer`: numeric_match reads the number after '####'.
+    _write(out / "train.jsonl", [{"prompt": r["question"] + GSM8K_SUFFIX, "completion": re.sub(r"<<[^>]*>>", "", r["answer"])}
+                                 for r in train])
+    _write(out / "test.jsonl", [{"prompt": r["question"], "answer": r["answer"]} for r in test])
+    return {"train": len(train), "test": len(test)}
+
+
+def prep_hh_rlhf(src: Path, out: Path, n_train: int, n_test: int, seed: int) -> dict:
+    from tunesmith.data.schemas import read_dataset
+
+    ds, problems = read_dataset(src / "helpful-base_test.jsonl", "preference")
+    rows = _sample([r.data for r in ds.records], None, seed)
+    keep = ("prompt", "context", "chosen", "rejected")
+    rows = [{k: r[k] for k in keep} for r in rows]
+    _write(out / "pref_train.jsonl", rows[:n_train])
+    _write(out / "pref_test.jsonl", rows[n_train:n_train + n_test])
+    return {"train": min(n_train, len(rows)), "test": len(rows[n_train:n_train + n_test]), "dropped_defective": len(problems)}
+
+
+PREPARE = {"sst2": prep_sst2, "pubmedqa": prep_pubmedqa, "gsm8k": prep_gsm8k, "hh_rlhf": prep_hh_rlhf}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shared", default="../shared/data", help="folder of the public datasets (default ../shared/data)")
+    p.add_argument("--out", default="data-shared", help="where to write (default data-shared/, git-ignored)")
+    p.add_argument("--only", help=f"comma-separated subset of {','.join(PREPARE)}")
+    p.add_argument("--n-train", type=int, help="training records per dataset (default per dataset)")
+    p.add_argument("--n-test", type=int, help="test records per dataset (default per dataset)")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    names = a.only.split(",") if a.only else list(PREPARE)
+    unknown = [n for n in names if n not in PREPARE]
+    if unknown:
+        print(f"--only: unknown dataset(s) {', '.join(unknown)} (choose from {', '.join(PREPARE)})", file=sys.stderr)
+        return 2
+    done = 0
+    for name in names:
+        src = Path(a.shared) / name
+        if not src.is_dir():
+            print(f"{name}: skipped ({src} is absent)")
+            continue
+        n_train, n_test = a.n_train or DEFAULTS[name][0], a.n_test or DEFAULTS[name][1]
+        counts = PREPARE[name](src, Path(a.out) / name, n_train, n_test, a.seed)
+        print(f"{name}: {Path(a.out) / name}  " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        done += 1
+    return 0 if done else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
