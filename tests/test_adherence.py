@@ -197,6 +197,27 @@ def test_adherence_report_hand_case() -> None:
         adherence_report(answers, classifier=clf, ood_mask=mask, ood_policy="ignore")
 
 
+def test_short_answers_are_judged_with_their_question() -> None:
+    """A bare value ("off" here has 1 word) is judged as question + answer; a long answer alone."""
+    vecs = {**_FakeEmbedder.VECS, "q-in\noff": [1.0, 0.0], "q-off\noff": [0.0, 1.0],
+            "off off off off off": [0.0, 1.0]}
+    emb = _FakeEmbedder()
+    emb.VECS = vecs
+    clf = DomainClassifier(threshold=0.5, matrix=np.array([[1.0, 0.0]], dtype=np.float32), chunks=["ref"], embedder=emb)
+    rep = adherence_report(["off", "off", "off off off off off"], classifier=clf, questions=["q-in", "q-off", "q-in"])
+    assert rep["per_item"] == [1, 0, 0] and rep["short_answers_with_question"] == 2
+    with pytest.raises(TunesmithError, match="questions"):
+        adherence_report(["off"], classifier=clf, questions=[])
+
+
+def test_bare_correct_answers_count_as_on_domain_in_context(clf: DomainClassifier, dom: DemoDomain) -> None:
+    """The real classifier: "472 crowns" alone reads as off-domain text; with its question, on-domain."""
+    qs, answers = [q["prompt"] for q in dom.qa_test], [q["answer"] for q in dom.qa_test]
+    alone = adherence_report(answers, classifier=clf)["on_domain_share"]
+    judged = adherence_report(answers, classifier=clf, questions=qs)["on_domain_share"]
+    assert judged > 0.8 and judged > alone
+
+
 def test_save_load_round_trip(clf: DomainClassifier, tmp_path: Path) -> None:
     npz, meta = clf.save(tmp_path / "sub" / "adherence")
     assert npz.name == "adherence.npz" and meta.name == "adherence.json"

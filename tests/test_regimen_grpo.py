@@ -306,3 +306,19 @@ def test_example_config_parses():
 
     cfg = load_train_config(Path(__file__).resolve().parents[1] / "examples" / "grpo.yaml")
     assert cfg.regimen == "grpo" and cfg.grpo.rewards["exact_match"] == 1.0
+
+
+def test_scale_advantages_option_reaches_the_update(tmp_path, tiny_model_dir, demo_dir, monkeypatch):
+    """grpo.scale_advantages=false (Dr. GRPO) centres the rewards without dividing by the group std:
+    with the same samples and a reward whose group std is not 1, the first loss differs."""
+    reward = _reward_module(tmp_path, monkeypatch, "grpo_scale_rewards")
+    losses = {}
+    for scale in ("true", "false"):
+        cfg = _cfg(tmp_path, tiny_model_dir, demo_dir / "qa_test.jsonl", f"g-scale-{scale}", "training.max_steps=1",
+                   "data.val_fraction=0", f"grpo.scale_advantages={scale}")
+        cfg.grpo.rewards = {reward: 1.0}
+        api.train(cfg, progress=False)
+        step = [x for x in _metrics(tmp_path / f"g-scale-{scale}") if "loss" in x][0]
+        losses[scale] = (step["loss"], step["reward_mean"], step["reward_group_std"])
+    assert losses["true"][1:] == losses["false"][1:]  # the same samples and rewards
+    assert losses["true"][2] not in (0.0, 1.0) and losses["true"][0] != pytest.approx(losses["false"][0])

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -114,6 +115,12 @@ def test_study_runs_caches_resumes_and_reruns_only_changed_arms(tmp_path, tiny_m
     sft = next(a for a in results["arms"] if a["id"] == "sft")
     assert sft["cost"]["trained_tokens"] > 0 and sft["curves"]["train"] and "correctness" in sft["vs_baseline"]
     assert (tmp_path / "studies" / "s" / "report.html").exists() and (tmp_path / "studies" / "s" / "report.md").exists()
+    # the study's time covers the arms finished before the kill, not only this invocation
+    timing = json.loads((tmp_path / "studies" / "s" / "timing.json").read_text())
+    assert set(timing) == {"zero-shot", "few-shot", "rag", "sft", "cpt", "cpt+sft"}
+    assert results["wall_seconds"] == pytest.approx(sum(t["seconds"] for t in timing.values()), abs=0.2)
+    first = sum(timing[n]["seconds"] for n in ("zero-shot", "few-shot", "rag"))  # spent before the kill, cached after it
+    assert first > 0.5 and results["wall_seconds"] >= first + timing["sft"]["seconds"]
 
     # 3. re-running a finished study does no work; changing one arm reruns only it
     mtimes = {n: (runs / n / "run.json").stat().st_mtime for n in ("zero-shot", "few-shot", "rag", "sft", "cpt", "cpt+sft")}
@@ -179,3 +186,16 @@ def test_classification_study_scores_every_arm_on_the_test_labels(tmp_path, tiny
     assert arms["head"]["vs_baseline"]["correctness"]["n"] == 6  # the head paired item by item with zero-shot
     assert {"head", "sft", "zero-shot"} <= set(res["examples"][0]["answers"])
     assert "classification" not in arms["head"]["results"]  # one classification set: reported once, as correctness
+    # benchmarks/studies.py records a finished study in a Markdown file, between its markers
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_studies", Path(__file__).resolve().parents[1] / "benchmarks" / "studies.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    doc = tmp_path / "bench.md"
+    doc.write_text("# Benchmarks\n")
+    for _ in range(2):  # a second recording replaces the first
+        assert mod.main([str(tmp_path / "studies" / "s"), "--out", str(doc)]) == 0
+    text = doc.read_text()
+    assert text.count("<!-- study:s:start -->") == 1 and "**Verdict.**" in text
+    assert all(f"| {name} |" in text for name in arms)

@@ -119,6 +119,7 @@ class GrpoConfig:
     top_p: float = option(1.0, "Nucleus sampling", minimum=0.0, maximum=1.0)
     clip_eps: float = option(0.2, "PPO-style clipping of the probability ratio", minimum=0.0)
     kl_coef: float = option(0.04, "Weight of the KL penalty to the starting model (0 disables it)", minimum=0.0)
+    scale_advantages: bool = option(True, "Divide each group's centred rewards by the group's std (GRPO); false: centre only (Dr. GRPO), which does not up-weight prompts whose rewards barely differ")
     updates_per_batch: int = option(1, "Optimizer passes over each batch of sampled completions", minimum=1)
     rewards: dict[str, float] = option(default_factory=lambda: {"exact_match": 1.0}, doc="Reward functions and their weights: built-ins (exact_match, numeric_match, code_tests, format_regex, length_penalty) or 'module:function'")
     reward_options: dict[str, dict] = option(default_factory=dict, doc="Keyword arguments per reward, e.g. {length_penalty: {max_words: 30}}")

@@ -282,9 +282,17 @@ def is_decline(text: str) -> bool:
 
 # --------------------------------------------------------------------------- report
 
+SHORT_ANSWER_WORDS = 4
+
+
 def adherence_report(answers: list[str], *, classifier: DomainClassifier, ood_mask: list[bool] | None = None,
-                     ood_policy: str = "decline") -> dict:
+                     ood_policy: str = "decline", questions: list[str] | None = None) -> dict:
     """Domain-adherence numbers for one system's answers.
+
+    questions (aligned with `answers`): a bare value ("1986", "472 crowns": at most
+    SHORT_ANSWER_WORDS words) carries no topic of its own, so it is judged together with its
+    question; longer answers are judged alone (a rambling, off-topic answer to a domain question
+    is not rescued by the question).
 
     on_domain_share / per_item: over answers to in-domain questions (all answers when no
     ood_mask), in order. ood_handled_share / ood_per_item: over out-of-domain questions, in
@@ -299,12 +307,17 @@ def adherence_report(answers: list[str], *, classifier: DomainClassifier, ood_ma
         raise TunesmithError(f"ood_mask has {len(mask)} entries but there are {len(answers)} answers")
     in_index = [i for i, m in enumerate(mask) if not m]
     ood_index = [i for i, m in enumerate(mask) if m]
-    on = classifier.predict([answers[i] for i in in_index])  # (n_in,) bool
+    if questions is not None and len(questions) != len(answers):
+        raise TunesmithError(f"{len(questions)} questions for {len(answers)} answers")
+    short = [questions is not None and len(answers[i].split()) <= SHORT_ANSWER_WORDS for i in in_index]
+    texts = [f"{questions[i]}\n{answers[i]}" if s else answers[i] for i, s in zip(in_index, short)]
+    on = classifier.predict(texts)  # (n_in,) bool
     per_item = [int(x) for x in on]
     report: dict = {
         "on_domain_share": float(np.mean(per_item)) if per_item else None,
         "per_item": per_item,
         "n_in": len(in_index),
+        "short_answers_with_question": int(sum(short)),
         "threshold": classifier.threshold,
     }
     if ood_mask is not None:

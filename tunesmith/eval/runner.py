@@ -21,7 +21,7 @@ from tunesmith.eval.config import EvalConfig
 from tunesmith.runs import SCHEMA_VERSION, update_run
 from tunesmith.training.checkpoint import write_json_atomic
 
-EVAL_VERSION = 1  # bump when scoring changes, so cached results are recomputed
+EVAL_VERSION = 2  # bump when scoring changes, so cached results are recomputed
 
 
 def model_run_dir(spec: str, output_dir: str | Path = "runs") -> Path:
@@ -165,7 +165,7 @@ def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool =
 
         result["overfitting"] = analyse_metrics(run / "metrics.jsonl")
     if cfg.domain_corpus:
-        result["adherence"] = _adherence(model, tok, samples[0], cfg, system, progress)
+        result["adherence"] = _adherence(run, model, tok, samples[0], [it.display for it in items], cfg, system, progress)
     if cfg.general_ability:
         result["general_ability"] = _general_ability(spec, key_src["model"], _base_of(run) if cfg.general_ability_base else None, system)
     _write_samples(run / "eval" / f"{cfg.dataset_name}.samples.jsonl", items, samples, per_item, option_scores)
@@ -271,23 +271,29 @@ def _helpfulness(preds, items, per_item, metrics, cfg) -> dict:
     return {"method": "proxy: sentence-embedding similarity to the reference (no judge configured)", "proxy": True, **ci}
 
 
-def _adherence(model, tok, preds, cfg, system, progress) -> dict:
+def _adherence(run: Path, model, tok, preds, questions, cfg, system, progress) -> dict:
     from tunesmith.data.schemas import load_dataset
     from tunesmith.eval.adherence import DomainClassifier, adherence_report
     from tunesmith.eval.sources import read_records
     from tunesmith.generation import GenerationSettings, generate_batch
+    from tunesmith.prompting import Recipe
     from tunesmith.resources import load_resource
 
     corpus = [r["text"] for r in load_dataset(cfg.domain_corpus).rows()]
     clf = DomainClassifier.fit(corpus, [r["text"] for r in load_resource("general_text")], seed=cfg.seed)
-    answers, mask = list(preds), [False] * len(preds)
+    answers, mask, qs = list(preds), [False] * len(preds), list(questions)
     if cfg.ood_data:
-        ood = read_records(EvalConfig(data=cfg.ood_data, task="qa", limit=None))
-        convs = [([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": str(r.get("prompt") or r.get("question"))}] for r in ood]
+        ood = [str(r.get("prompt") or r.get("question")) for r in read_records(EvalConfig(data=cfg.ood_data, task="qa", limit=None))]
+        # Out-of-domain questions are asked the way this run asks everything: a prompting or
+        # retrieval run's recipe (examples, passages) is part of what is being measured.
+        recipe = Recipe.load(run)
+        convs = recipe.apply(ood, system)[0] if recipe is not None else \
+            [([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": q}] for q in ood]
         gs = GenerationSettings(max_new_tokens=cfg.max_new_tokens, temperature=0.0, stop=list(cfg.stop))
         answers += generate_batch(model, tok, convs, gs, batch_size=cfg.batch_size, progress=progress)
         mask += [True] * len(ood)
-    rep = adherence_report(answers, classifier=clf, ood_mask=mask if cfg.ood_data else None, ood_policy=cfg.ood_policy)
+        qs += ood
+    rep = adherence_report(answers, classifier=clf, ood_mask=mask if cfg.ood_data else None, ood_policy=cfg.ood_policy, questions=qs)
     rep["calibration"] = clf.calibration
     return rep
 

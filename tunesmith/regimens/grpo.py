@@ -314,7 +314,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         prompts = [train_rows[i]["prompt"] for i in idx for _ in range(G)]
         total, parts = combine(gc.rewards, prompts, samples.texts, repeat_columns(columns, idx, G), options=gc.reward_options)
         rewards = torch.tensor(total, dtype=torch.float32)
-        advantages = group_advantages(rewards, G)
+        advantages = group_advantages(rewards, G, scale=gc.scale_advantages)
 
         # 4: reference and sampling-policy log-probs (constants of the objective).
         kw = dict(temperature=gc.temperature, batch_size=mb, device=device, precision=precision)

@@ -185,7 +185,8 @@ def env_table(results: dict) -> dict:
     env = results.get("env") or {}
     git = env.get("git") or {}
     rows = [["Study", str(results.get("study", ""))], ["Created", str(results.get("created", ""))],
-            ["Wall time", fmt_duration(results.get("wall_seconds"))], ["Baseline", str(results.get("baseline"))],
+            ["Wall time (all arms, all invocations)", fmt_duration(results.get("wall_seconds"))],
+            ["This invocation", fmt_duration(results.get("invocation_seconds", results.get("wall_seconds")))], ["Baseline", str(results.get("baseline"))],
             ["Python", str(env.get("python", DASH))], ["Platform", str(env.get("platform", DASH))]]
     rows += [[f"package {k}", "not installed" if v is None else str(v)] for k, v in (env.get("packages") or {}).items()]
     if git:
@@ -258,7 +259,7 @@ def render_markdown(results: dict, v: dict) -> str:
     """The whole report as Markdown (plots are only in the HTML report)."""
     out = [f"# Study report: {md_escape(results.get('study', ''))}", "",
            f"_{len(results.get('arms', []))} arms, created {md_escape(results.get('created', ''))}, "
-           f"wall time {fmt_duration(results.get('wall_seconds'))}._", "",
+           f"wall time {fmt_duration(results.get('wall_seconds'))} (training and evaluation of every arm)._", "",
            f"**Verdict.** {md_escape(verdict_paragraph(v))}", "", "## Results", "", md_table(results_table(results))]
     extra = extra_table(results)
     out += [md_table(extra)] if extra else []

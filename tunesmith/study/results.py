@@ -49,8 +49,11 @@ def _criteria_of(ev: dict, test_name: str, run: Path) -> tuple[dict, dict]:
             items["helpfulness"] = {i: s["scores"].get("judge_helpfulness") for i, s in samples.items()}
         a = qa.get("adherence")
         if a and a.get("per_item"):
-            vals["domain_adherence"] = bootstrap_ci([float(x) for x in a["per_item"]])
-            items["domain_adherence"] = dict(enumerate(float(x) for x in a["per_item"]))
+            # Staying in the domain: on-topic answers to the domain's questions, and the
+            # out-of-domain policy kept on the out-of-domain questions (when the study has them).
+            per = [float(x) for x in a["per_item"]] + [float(x) for x in a.get("ood_per_item") or []]
+            vals["domain_adherence"] = bootstrap_ci(per)
+            items["domain_adherence"] = dict(enumerate(per))
         g = qa.get("general_ability", {}).get("model")
         if g:
             vals["retention"] = {"value": g["probe_accuracy"], **{k: g["probe_accuracy_ci"][k] for k in ("low", "high", "n")}}
@@ -128,7 +131,9 @@ def _overlap(study) -> int:
     return len({j for _, j in exact})
 
 
-def build_results(study, jobs, outcomes: dict, *, wall_seconds: float) -> dict:
+def build_results(study, jobs, outcomes: dict, *, wall_seconds: float, invocation_seconds: float | None = None) -> dict:
+    """results.json's content. wall_seconds: the time spent on every job's current results, over
+    all invocations; invocation_seconds: this invocation only (small when results were cached)."""
     test_name = Path(study.data.test).stem
     shown = [j for j in jobs if j.report]
     baseline = study.baseline or next((j.arm for j in shown if j.kind == "prompting"), shown[0].arm)
@@ -174,7 +179,9 @@ def build_results(study, jobs, outcomes: dict, *, wall_seconds: float) -> dict:
     from tunesmith.eval.scoring import PRIMARY
 
     criteria = {"correctness": {"label": "Correctness", "metric": PRIMARY[study.eval.task], "task": study.eval.task, "dataset": test_name, "higher_is_better": True},
-                "domain_adherence": {"label": "Domain adherence", "metric": "on_domain_share", "higher_is_better": True},
+                "domain_adherence": {"label": "Domain adherence",
+                                     "metric": "on_domain_share" + (f" + out-of-domain {study.eval.ood_policy} rate" if study.data.ood else ""),
+                                     "higher_is_better": True},
                 "helpfulness": {"label": "Helpfulness", "metric": "reference_similarity" if not study.eval.judge_url else "judge_helpfulness",
                                 "proxy": not study.eval.judge_url, "higher_is_better": True},
                 "retention": {"label": "General-ability retention", "metric": "probe_accuracy", "higher_is_better": True}}
@@ -183,6 +190,7 @@ def build_results(study, jobs, outcomes: dict, *, wall_seconds: float) -> dict:
     from tunesmith import configlib
 
     return {"schema_version": SCHEMA_VERSION, "study": study.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "wall_seconds": round(wall_seconds, 1), "env": env_info(), "policy": {"ood": study.eval.ood_policy},
+            "wall_seconds": round(wall_seconds, 1),
+            "invocation_seconds": round(invocation_seconds if invocation_seconds is not None else wall_seconds, 1), "env": env_info(), "policy": {"ood": study.eval.ood_policy},
             "criteria": criteria, "baseline": baseline, "arms": arms, "examples": _examples(arms, test_name),
             "config_diff": _config_diff(arms), "study_config": configlib.to_dict(study)}

@@ -114,6 +114,10 @@ def run_study(study, *, dry_run: bool = False, progress: bool = True) -> dict:
     sdir.mkdir(parents=True, exist_ok=True)
     state_path = sdir / "state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    # Seconds spent on each job's current key, summed over invocations (a study continued after
+    # an interrupt reports the time of all its parts, not only of the last invocation).
+    timing_path = sdir / "timing.json"
+    timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
     t0 = time.time()
     eta = {r["job"]: r["minutes"] for r in rows}
     outcomes: dict[str, dict] = {}
@@ -129,6 +133,7 @@ def run_study(study, *, dry_run: bool = False, progress: bool = True) -> dict:
         if not same:  # recorded before training, so that a kill from here on resumes this key
             state[job.id] = job.key
             write_json_atomic(state_path, state)
+        t_job = time.time()
         try:
             info = run_job(job, same, progress)
             outcomes[job.id] = {"status": "completed", **info}
@@ -141,9 +146,14 @@ def run_study(study, *, dry_run: bool = False, progress: bool = True) -> dict:
         except Exception as e:  # one failing arm must not lose the others: report it
             outcomes[job.id] = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
             _say(f"arm {job.id} failed: {type(e).__name__}: {e}")
+        prev = timing.get(job.id, {})
+        spent = (prev.get("seconds", 0.0) if prev.get("key") == job.key else 0.0) + time.time() - t_job
+        timing[job.id] = {"key": job.key, "seconds": round(spent, 1)}
+        write_json_atomic(timing_path, timing)
     from tunesmith.study.results import build_results
 
-    results = build_results(study, jobs, outcomes, wall_seconds=time.time() - t0)
+    total = sum(timing[j.id]["seconds"] for j in jobs if j.id in timing and timing[j.id]["key"] == j.key)
+    results = build_results(study, jobs, outcomes, wall_seconds=total, invocation_seconds=time.time() - t0)
     write_json_atomic(sdir / "results.json", results)
     from tunesmith.study.report import write_report
 
