@@ -71,6 +71,14 @@ def check_data(path, *, type: str | None = None, model: str | None = None, eval_
     return check_dataset(path, type, token_counter=counter, max_length=max_length, eval_path=eval_path)
 
 
+def build_pairs(model: str, data, out, rewards, **kwargs) -> dict:
+    """Preference pairs from a reward signal: sample answers per prompt from `model`, score them
+    with `rewards` ({name: weight}), keep (best, worst); see tunesmith.pairs.build_pairs."""
+    from tunesmith.pairs import build_pairs as _build
+
+    return _build(model, data, out, rewards, **kwargs)
+
+
 def preview_data(path, *, type: str | None = None, model: str = "smollm2-135m-instruct", index: int = 0,
                  system_prompt: str | None = None, loss_on: str = "assistant") -> str:
     """One rendered example with the trained tokens wrapped in [[ ]]."""

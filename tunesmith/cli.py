@@ -10,6 +10,8 @@ import argparse
 import os
 import sys
 
+from tunesmith.errors import TunesmithError
+
 
 def _quiet_libraries() -> None:
     # Library chatter (weight-loading bars, deprecation notes) buries our own output.
@@ -67,6 +69,36 @@ def cmd_data_check(a) -> int:
     else:
         print(report.format())
     return 0 if report.ok else 1
+
+
+def _rewards_arg(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, _, weight = item.partition("=")
+        try:
+            out[name.strip()] = float(weight) if weight else 1.0
+        except ValueError:
+            raise TunesmithError(f"--reward {item}: the weight after '=' must be a number, e.g. --reward exact_match=1.0") from None
+    return out
+
+
+def cmd_data_pairs(a) -> int:
+    import json
+
+    from tunesmith import api
+
+    options = None
+    if a.reward_options:
+        try:
+            options = json.loads(a.reward_options)
+        except ValueError as e:
+            raise TunesmithError(f"--reward-options: not valid JSON ({e}); e.g. '{{\"length_penalty\": {{\"max_words\": 30}}}}'") from None
+    r = api.build_pairs(a.model, a.file, a.out, _rewards_arg(a.reward or ["exact_match"]), reward_options=options,
+                        n_samples=a.samples, max_new_tokens=a.max_new_tokens, temperature=a.temperature, system=a.system,
+                        min_gap=a.min_gap, limit=a.limit, seed=a.seed, progress=not a.quiet)
+    gap = f", mean reward gap {r['mean_gap']:.3f}" if r["mean_gap"] is not None else ""
+    print(f"{r['path']}: {r['pairs']} pairs from {r['prompts']} prompts ({r['no_preference']} without a preference{gap})")
+    return 0 if r["pairs"] else 1
 
 
 def cmd_data_preview(a) -> int:
@@ -206,6 +238,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-length", type=int, default=512, help="report examples longer than this many tokens (default 512)")
     c.add_argument("--json", action="store_true", help="machine-readable output")
     c.set_defaults(fn=cmd_data_check)
+    pp = d.add_parser("pairs", help="build preference pairs: sample answers per prompt, keep the best and worst by reward")
+    pp.add_argument("file", help="prompts (prompt_only or prompt_completion records; columns go to the rewards)")
+    pp.add_argument("--model", default="smollm2-135m-instruct", help="model or run to sample from")
+    pp.add_argument("--out", required=True, help="preference JSONL to write (prompt, chosen, rejected, rewards)")
+    pp.add_argument("--reward", action="append", metavar="NAME[=WEIGHT]",
+                    help="reward function (built-in or module:function) and weight; repeatable (default exact_match)")
+    pp.add_argument("--reward-options", metavar="JSON", help="keyword arguments per reward, e.g. '{\"length_penalty\": {\"max_words\": 30}}'")
+    pp.add_argument("--samples", type=int, default=4, help="answers sampled per prompt (default 4)")
+    pp.add_argument("--max-new-tokens", type=int, default=64)
+    pp.add_argument("--temperature", type=float, default=1.0)
+    pp.add_argument("--system", help="system prompt to sample with (default: the run's own)")
+    pp.add_argument("--min-gap", type=float, default=0.0, help="keep a pair only when best - worst reward exceeds this")
+    pp.add_argument("--limit", type=int, help="only the first N prompts")
+    pp.add_argument("--seed", type=int, default=0)
+    pp.add_argument("--quiet", action="store_true")
+    pp.set_defaults(fn=cmd_data_pairs)
     v = d.add_parser("preview", help="print one rendered example with the trained tokens marked [[like this]]")
     v.add_argument("file")
     v.add_argument("--type")
@@ -276,8 +324,6 @@ def _compare_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tunesmith.errors import TunesmithError
-
     argv = sys.argv[1:] if argv is None else argv
     # `eval compare A B` shares its first word with `eval MODEL`: route it explicitly.
     if argv[:2] == ["eval", "compare"]:
