@@ -92,3 +92,21 @@ def test_init_from_stacks_adapters(tmp_path, tiny_model_dir, demo_dir):
     api.train(_cfg(tmp_path, tmp_path / "second", demo_dir, "rag", f"rag.corpus={demo_dir / 'corpus.jsonl'}", "rag.method=bm25", "name=rag-on-ft"), progress=False)
     _, _, ref2 = load_model(str(tmp_path / "rag-on-ft"))
     assert ref2.adapter == tmp_path / "second" / "model"
+
+
+def test_a_chain_recorded_with_relative_paths_loads_from_another_folder(tmp_path, tiny_model_dir, demo_dir, monkeypatch):
+    """Runs name their base as given (here runs/base, relative to where they were trained); they
+    still load when the current folder is elsewhere."""
+    from tunesmith.models.loading import resolve_model
+
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    api.train(load_train_config(None, ["regimen=prompt", f"model.name={tiny_model_dir}", f"data.train={demo_dir / 'qa_train.jsonl'}",
+                                       "name=base", "output_dir=runs"]), progress=False)
+    api.train(load_train_config(None, ["regimen=prompt", "model.name=runs/base", f"data.train={demo_dir / 'qa_train.jsonl'}",
+                                       "name=top", "output_dir=runs"]), progress=False)
+    assert json.loads((project / "runs" / "top" / "run.json").read_text())["base_model"] == "runs/base"
+    monkeypatch.chdir(tmp_path)
+    ref = resolve_model(str(project / "runs" / "top"))
+    assert ref.path == resolve_model(str(tiny_model_dir)).path

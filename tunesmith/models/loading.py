@@ -157,11 +157,24 @@ def resolve_model(spec: str | os.PathLike) -> ModelRef:
     raise _not_found(spec)
 
 
+def _locate_base(spec: str, run_dir: Path) -> str:
+    """A run's base model as recorded (a built-in name or a path relative to where it was trained).
+    A relative path that does not exist from here is looked up from the run directory's
+    ancestors, so that a chain (runs/sft started from runs/cpt) still loads from another folder."""
+    p = Path(spec).expanduser()
+    if p.is_absolute() or p.exists() or len(p.parts) < 2:
+        return spec
+    for anc in run_dir.resolve().parents:
+        if (anc / p).exists():
+            return str(anc / p)
+    return spec
+
+
 def _resolve_run(run_dir: Path) -> ModelRef:
     meta = json.loads((run_dir / "run.json").read_text())
     if meta.get("regimen") == "head":
         raise TunesmithError(f"{run_dir} is a classification-head run: it predicts labels, not text; use `tunesmith eval {run_dir} --task classification`")
-    base_spec = meta["base_model"]
+    base_spec = _locate_base(meta["base_model"], run_dir)
     ref = resolve_model(base_spec)
     model_dir = run_dir / "model"
     if not meta.get("trains_weights", True):
