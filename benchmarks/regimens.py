@@ -78,10 +78,15 @@ def grpo_demo(work: Path) -> dict:
                            "grpo.rewards": {"exact_match": 1.0}}, work)
     t0 = time.time()
     g = reward_gain(grpo, sft, str(f["qa_test"]), {"exact_match": 1.0}, max_new_tokens=16, batch_size=40)
+    steps = [json.loads(x) for x in (Path(grpo) / "metrics.jsonl").read_text().splitlines() if '"reward_mean"' in x]
+    first, last = steps[:10], steps[-10:]
+    dynamics = (f"; sampled training reward {sum(x['reward_mean'] for x in first) / len(first):.3f} (first 10 steps) -> "
+                f"{sum(x['reward_mean'] for x in last) / len(last):.3f} (last 10); groups without reward spread "
+                f"{sum(x['zero_std_groups'] for x in steps) / len(steps):.0%}")
     return {"experiment": "grpo-demo", "data": f"demo domain, {N_FACTS} facts: {g['model']['n']} held-out questions",
             "measure": "mean exact-match reward", "start": "SFT LoRA, 5 epochs", "before": _ci(g["base"]), "after": _ci(g["model"]),
             "gain": g["gain"], "gain_ci": g["ci"], "p_value": g["p_value"],
-            "train_s": round(t_sft + t_grpo, 1), "train_note": f"SFT {t_sft:.0f} s + GRPO 40 steps {t_grpo:.0f} s",
+            "train_s": round(t_sft + t_grpo, 1), "train_note": f"SFT {t_sft:.0f} s + GRPO 40 steps {t_grpo:.0f} s{dynamics}",
             "eval_s": round(time.time() - t0, 1)}
 
 
