@@ -112,8 +112,8 @@ def dpo_hh(work: Path) -> dict | None:
                            "training.learning_rate": 5e-4, "training.batch_size": 4, "dpo.beta": 0.1}, work)
     t0 = time.time()
     test = str(work / "hh" / "pref_test.jsonl")
-    before = preference_accuracy(DEFAULT_MODEL, test)
-    after = preference_accuracy(run, test)
+    before = preference_accuracy(DEFAULT_MODEL, test, progress=True)
+    after = preference_accuracy(run, test, progress=True)
     d = paired_bootstrap([float(x) for x in before["scores"]], [float(x) for x in after["scores"]], n_resamples=1000)
     return {"experiment": "dpo-hh", "data": f"HH-RLHF helpful-base: {counts['train']} training pairs, {after['n']} held-out pairs "
             f"({counts['dropped_defective']} defective records dropped)", "measure": "preference accuracy",

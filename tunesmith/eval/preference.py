@@ -78,7 +78,7 @@ def pair_batch(chosen: list[Row], rejected: list[Row], idx: list[int], pad_id: i
 
 @torch.no_grad()
 def pair_logprobs(model, pairs: list[Pair], *, pad_id: int, batch_size: int = 16,
-                  precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+                  precision: str = "fp32", progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed answer log-probs (N,) of the chosen and rejected sides of each pair (float32, CPU).
 
     The model runs in eval mode (no dropout) and is put back in its previous mode. Pairs are
@@ -94,8 +94,11 @@ def pair_logprobs(model, pairs: list[Pair], *, pad_id: int, batch_size: int = 16
     chosen, rejected = pair_rows(pairs)
     device = next(model.parameters()).device
     order = sorted(range(n), key=lambda k: (max(len(chosen[k]), len(rejected[k])), k))
+    from tqdm.auto import tqdm
+
     was_training = model.training
     model.eval()
+    bar = tqdm(total=n, unit="pair", desc="score pairs", disable=not progress)
     try:
         for s in range(0, n, batch_size):
             idx = order[s : s + batch_size]
@@ -104,26 +107,28 @@ def pair_logprobs(model, pairs: list[Pair], *, pad_id: int, batch_size: int = 16
             lp = lp.detach().float().cpu()
             t = torch.tensor(idx)
             out_c[t], out_r[t] = lp[: len(idx)], lp[len(idx) :]
+            bar.update(len(idx))
     finally:
+        bar.close()
         model.train(was_training)
     return out_c, out_r
 
 
-def _score(spec: str, pairs_rows: list[dict], system: str | None, batch_size: int):
+def _score(spec: str, pairs_rows: list[dict], system: str | None, batch_size: int, progress: bool = False):
     from tunesmith.models.loading import load_model
 
     model, tok, _ = load_model(spec)
     pairs, kept, _ = encode_pairs(pairs_rows, tok, system_prompt=system)
     if len(kept) != len(pairs_rows):
         raise TunesmithError(f"{spec}: {len(pairs_rows) - len(kept)} pairs have no answer tokens after rendering")
-    lc, lr = pair_logprobs(model, pairs, pad_id=tok.pad_token_id, batch_size=batch_size)
+    lc, lr = pair_logprobs(model, pairs, pad_id=tok.pad_token_id, batch_size=batch_size, progress=progress)
     del model
     return lc, lr
 
 
 def preference_accuracy(model_spec: str, data_path: str, *, system: str | None = None, limit: int | None = None,
                         ref_spec: str | None = None, batch_size: int = 16, n_resamples: int = 1000,
-                        seed: int = 0) -> dict:
+                        seed: int = 0, progress: bool = False) -> dict:
     """Share of preference pairs in `data_path` the model gets right, with a 95% bootstrap CI.
 
     model_spec / ref_spec: anything `load_model` takes (built-in name, HF directory, run
@@ -132,7 +137,7 @@ def preference_accuracy(model_spec: str, data_path: str, *, system: str | None =
     (policy - reference log-prob of chosen) - (policy - reference log-prob of rejected) is > 0.
     `system`: a system prompt added to pairs without one, the same for both models; pass the
     run's data.system_prompt to score a run as it was trained (and the same to its base).
-    `limit`: only the first N pairs. Ties count as wrong.
+    `limit`: only the first N pairs. Ties count as wrong. `progress`: a bar over the pairs.
 
     Returns {"accuracy", "low", "high", "n", "scores" (0/1 per pair), "margins" (per pair),
     "mean_margin", "model", "ref", "system"}.
@@ -145,10 +150,10 @@ def preference_accuracy(model_spec: str, data_path: str, *, system: str | None =
         rows = rows[:limit]
     if not rows:
         raise TunesmithError(f"{data_path}: no preference pairs to score")
-    pc, pr = _score(model_spec, rows, system, batch_size)
+    pc, pr = _score(model_spec, rows, system, batch_size, progress)
     margins = pc.double() - pr.double()
     if ref_spec is not None:
-        rc, rr = _score(ref_spec, rows, system, batch_size)
+        rc, rr = _score(ref_spec, rows, system, batch_size, progress)
         margins = margins - (rc.double() - rr.double())
     scores = [int(m > 0) for m in margins.tolist()]
     ci = bootstrap_ci(scores, n_resamples=n_resamples, seed=seed)

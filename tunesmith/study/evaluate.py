@@ -73,5 +73,6 @@ def evaluate_job(study, job, progress: bool = True) -> dict:
 
         key = hashlib.sha256(f"{model_fingerprint(run)}|{file_sha256(study.data.preference_test)}|{study.eval.limit}".encode()).hexdigest()
         out["preference"] = _cached(job.run_dir / "eval" / "preference.json", key,
-                                    lambda: preference_accuracy(run, study.data.preference_test, system=study.data.system_prompt, limit=study.eval.limit))
+                                    lambda: preference_accuracy(run, study.data.preference_test, system=study.data.system_prompt,
+                                                                        limit=study.eval.limit, progress=progress))
     return out
