@@ -21,7 +21,10 @@ from tunesmith.eval.config import EvalConfig
 from tunesmith.runs import SCHEMA_VERSION, update_run
 from tunesmith.training.checkpoint import write_json_atomic
 
-EVAL_VERSION = 2  # bump when scoring changes, so cached results are recomputed
+EVAL_VERSION = 1  # bump when scoring changes, so cached results are recomputed
+# Domain adherence's own version, in the cache key only of evaluations that score it (v2: bare
+# answers judged with their question; out-of-domain questions asked through the run's recipe).
+ADHERENCE_VERSION = 2
 
 
 def model_run_dir(spec: str, output_dir: str | Path = "runs") -> Path:
@@ -126,6 +129,8 @@ def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool =
     system = cfg.system if cfg.system is not None else run_system_prompt(str(run))
     key_src = {"v": EVAL_VERSION, "model": model_fingerprint(spec), "data": _data_hash(cfg), "cfg": cfg.cache_fields(),
                "system": system, "recipe": _recipe_hash(run)}
+    if cfg.domain_corpus:
+        key_src["adherence_v"] = ADHERENCE_VERSION
     cache_key = hashlib.sha256(json.dumps(key_src, sort_keys=True, default=str).encode()).hexdigest()
     out = run / "eval" / f"{cfg.dataset_name}.json"
     if out.exists() and not force:
