@@ -152,6 +152,7 @@ def test_study_with_head_dpo_classification_and_preferences(tmp_path, tiny_model
     assert arms["zero-shot"]["results"]["classification"]["n"] == 6
     assert set(arms["dpo"]["results"]) >= {"correctness", "domain_adherence", "retention"}
     assert 0 <= arms["dpo"]["extra"]["preference_accuracy"]["value"] <= 1
+    assert set(arms["dpo"]["extra"]["answer"]) == {"f1", "contains"}  # the content of free answers, beside exact match
     assert "classification" in arms["head"]["vs_baseline"]
     html = (tmp_path / "studies" / "s" / "report.html").read_text()
     assert "head" in html and "dpo" in html

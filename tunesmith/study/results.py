@@ -150,6 +150,11 @@ def build_results(study, jobs, outcomes: dict, *, wall_seconds: float, invocatio
         if ev.get("preference"):
             p = ev["preference"]  # {"accuracy": float, "low", "high", "n", "scores": [0/1 per pair]}
             extra["preference_accuracy"] = {"value": p["accuracy"], "low": p["low"], "high": p["high"], "n": p["n"]}
+        if ev.get("test", {}).get("task") == "qa":
+            # Exact match is strict about form: a right answer in a full sentence scores 0. Token F1
+            # and containment (the reference appears in the answer) show the content.
+            m = ev["test"]["metrics"]
+            extra["answer"] = {k: _ci(m[k]) for k in ("f1", "contains") if isinstance(m.get(k), dict)}
         if ev.get("test", {}).get("retrieval"):
             extra["retrieval_recall"] = {k: v for k, v in ev["test"]["retrieval"].items() if k.startswith("recall")}
         if ev.get("classification"):
