@@ -200,3 +200,27 @@ def test_classification_study_scores_every_arm_on_the_test_labels(tmp_path, tiny
     text = doc.read_text()
     assert text.count("<!-- study:s:start -->") == 1 and "**Verdict.**" in text
     assert all(f"| {name} |" in text for name in arms)
+
+
+def test_a_new_option_at_its_default_keeps_finished_arms_cached(tmp_path, tiny_model_dir, demo_dir, monkeypatch):
+    """The cache key hashes the fields that differ from the defaults: adding an option to
+    tunesmith (at its default) must not rerun every finished study; setting it must."""
+    import tunesmith.study.plan as P
+
+    s = load_study_config(None, base=_study(tmp_path, tiny_model_dir, demo_dir))
+    before = {j.id: j.key for j in plan(s)}
+    real = P.configlib.to_dict
+    knob = {"value": 3}
+
+    def with_new_option(obj):  # as if TrainConfig had grown grpo.new_knob (default 3)
+        d = real(obj)
+        if "grpo" in d:
+            is_default = obj.name is None  # the default TrainConfig() plan() compares against
+            d["grpo"]["new_knob"] = 3 if is_default else knob["value"]
+        return d
+
+    monkeypatch.setattr(P.configlib, "to_dict", with_new_option)
+    assert {j.id: j.key for j in plan(s)} == before
+    knob["value"] = 4
+    assert all(k != before[i] for i, k in ((j.id, j.key) for j in plan(s)))
+    assert P._non_default({"a": 1, "b": {"c": 2, "d": 3}, "e": 5}, {"a": 1, "b": {"c": 2, "d": 4}}) == {"b": {"d": 3}, "e": 5}

@@ -76,6 +76,25 @@ def _train_config(study, arm, model: str, seed: int, job_name: str, parents: dic
         raise ConfigError(f"arm {arm.name!r}: {e}") from e
 
 
+def _defaults() -> dict:
+    return configlib.to_dict(TrainConfig())
+
+
+def _non_default(d: dict, ref: dict) -> dict:
+    """The fields of a resolved config that differ from TrainConfig's defaults. Keys hash these
+    only, so that a new option added to tunesmith (at its default) leaves finished arms cached;
+    a code release that changes what an existing option does bumps __version__, which is in the key."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and isinstance(ref.get(k), dict):
+            sub = _non_default(v, ref[k])
+            if sub:
+                out[k] = sub
+        elif k not in ref or ref[k] != v:
+            out[k] = v
+    return out
+
+
 def plan(study) -> list[Job]:
     """Every job of the study in dependency order (an arm's parents come first)."""
     many = len(study.models) > 1 or len(study.seeds) > 1
@@ -89,12 +108,12 @@ def plan(study) -> list[Job]:
                 deps = [parents[p] for p in (arm.after, arm.on) if p]
                 # The key covers what changes results: the resolved config (run paths replaced
                 # by the parents' keys), the data files' contents and the code version.
-                content = configlib.to_dict(cfg)
-                content.pop("name"), content.pop("output_dir")
+                content = _non_default(configlib.to_dict(cfg), _defaults())
+                content.pop("name", None), content.pop("output_dir", None)
                 if arm.after:
                     content["init_from"] = parents[arm.after].key
                 if arm.on:
-                    content["model"]["name"] = parents[arm.on].key
+                    content.setdefault("model", {})["name"] = parents[arm.on].key
                 data = _data_hash([cfg.data.train or None, cfg.rag.corpus if cfg.regimen == "rag" else None])
                 key = hashlib.sha256(json.dumps({"cfg": content, "data": data, "code": __version__}, sort_keys=True, default=str).encode()).hexdigest()[:20]
                 job = Job(jid, arm.name, model, seed, arm.regimen, cfg, key, [d.id for d in deps], arm.report)
