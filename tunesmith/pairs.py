@@ -20,9 +20,6 @@ from typing import Any, Mapping
 
 from tunesmith.errors import TunesmithError
 
-ACCEPTS = ("prompt_only", "prompt_completion")
-
-
 def _settings_hash(**settings) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -70,21 +67,16 @@ def build_pairs(model: str, data: str | Path, out: str | Path, rewards: Mapping[
     from tqdm.auto import tqdm
 
     from tunesmith.api import run_system_prompt
-    from tunesmith.data.schemas import load_dataset
     from tunesmith.data.templating import prompt_text, to_messages
-    from tunesmith.eval.reward_eval import check_rewards, repeat_columns, reward_columns
+    from tunesmith.eval.reward_eval import load_reward_prompts, repeat_columns
     from tunesmith.models.loading import load_model
     from tunesmith.regimens.grpo import sample_completions
     from tunesmith.rewards import combine
 
     if n_samples < 2:
         raise TunesmithError(f"n_samples: {n_samples} is too few; sample at least 2 answers per prompt to compare")
-    ds = load_dataset(data, data_type, accept=ACCEPTS)  # bad data and rewards fail before the model loads
-    rows = ds.rows()[:limit] if limit else ds.rows()
-    if not rows:
-        raise TunesmithError(f"{data}: no prompts")
-    columns = reward_columns(rows, ds.type)
-    check_rewards(rewards, reward_options, columns, len(rows), where=str(data))
+    # bad data and rewards fail before the model loads
+    rows, columns = load_reward_prompts(data, rewards, reward_options, limit=limit, data_type=data_type)
     system = system if system is not None else run_system_prompt(str(model))
     out = Path(out)
     partial = out.with_name(out.name + ".partial")

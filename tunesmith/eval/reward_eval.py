@@ -82,6 +82,21 @@ def check_rewards(rewards: Mapping[str, float], options: Mapping[str, Mapping[st
                                      "{format_regex: {pattern: ...}} or a 'format_pattern' field in every record")
 
 
+def load_reward_prompts(data_path, rewards: Mapping[str, float], reward_options: Mapping[str, Mapping[str, Any]] | None = None,
+                        *, limit: int | None = None, data_type: str | None = None) -> tuple[list[dict], dict[str, list]]:
+    """(rows, reward columns) of a prompt file (the first `limit` rows), with the rewards checked
+    against its columns: everything that can fail does, before a model loads."""
+    from tunesmith.data.schemas import load_dataset
+
+    ds = load_dataset(data_path, data_type, accept=ACCEPTS)
+    rows = ds.rows()[:limit] if limit else ds.rows()
+    if not rows:
+        raise TunesmithError(f"{data_path}: no records to score")
+    columns = reward_columns(rows, ds.type)
+    check_rewards(rewards, reward_options, columns, len(rows), where=str(data_path))
+    return rows, columns
+
+
 def mean_reward(model_spec: str, data_path: str, rewards: Mapping[str, float], *, limit: int | None = None,
                 system: str | None = None, reward_options: Mapping[str, Mapping[str, Any]] | None = None,
                 max_new_tokens: int = 64, batch_size: int = 16, data_type: str | None = None,
@@ -96,19 +111,13 @@ def mean_reward(model_spec: str, data_path: str, rewards: Mapping[str, float], *
     CI is a 95% percentile bootstrap over prompts.
     """
     from tunesmith.api import run_system_prompt
-    from tunesmith.data.schemas import load_dataset
     from tunesmith.data.templating import to_messages
     from tunesmith.eval.stats import bootstrap_ci
     from tunesmith.generation import GenerationSettings, generate_batch
     from tunesmith.models.loading import load_model
     from tunesmith.rewards import combine
 
-    ds = load_dataset(data_path, data_type, accept=ACCEPTS)
-    rows = ds.rows()[:limit] if limit else ds.rows()
-    if not rows:
-        raise TunesmithError(f"{data_path}: no records to score")
-    columns = reward_columns(rows, ds.type)
-    check_rewards(rewards, reward_options, columns, len(rows), where=str(data_path))
+    rows, columns = load_reward_prompts(data_path, rewards, reward_options, limit=limit, data_type=data_type)
     system = system if system is not None else run_system_prompt(str(model_spec))
     model, tok, _ = load_model(str(model_spec))
     convs = [to_messages(r, "prompt_only", system) for r in rows]
