@@ -29,14 +29,13 @@ from tunesmith.data.schemas import load_dataset
 from tunesmith.data.splits import split_rows
 from tunesmith.data.templating import Example, render_text
 from tunesmith.errors import ConfigError
-from tunesmith.models.loading import load_model
 from tunesmith.runs import start_run, update_run
 from tunesmith.training import checkpoint as ckpt
-from tunesmith.training.adapters import apply_adapter, count_params, save_model
+from tunesmith.training.adapters import load_trainable, save_model
 from tunesmith.training.batching import count_targets, epoch_order, make_rows, mean_loss
 from tunesmith.training.losses import causal_lm_loss
 from tunesmith.training.progress import TrainLogger
-from tunesmith.training.runtime import autocast, pick_device, resolve_precision, seed_everything, to_device
+from tunesmith.training.runtime import autocast, prepare_runtime, to_device
 from tunesmith.training.optim import build_optimizer, step_budget
 from tunesmith.training.selection import common_summary, load_best_for_export, record_evaluation
 
@@ -149,15 +148,8 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     update_run(run, adapter=cfg.adapter.mode, data_type=train_ds.type)
 
     # Model, trainable parameters and device.
-    seed_everything(cfg.seed)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    device = pick_device(tc.device)
-    precision = resolve_precision(tc.precision, device)
-    model, tok, _ = load_model(cfg.start_model, merge_adapter=True)
-    model = apply_adapter(model, cfg.adapter).to(device)
-    model.train()
-    n_trainable, n_total = count_params(model)
+    device, precision = prepare_runtime(cfg.seed, tc)
+    model, tok, _, n_trainable, n_total = load_trainable(cfg, device)
 
     # Documents -> token ids (every token trained) -> windows -> general mix -> packed rows.
     L = cfg.data.max_length

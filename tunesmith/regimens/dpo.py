@@ -38,15 +38,14 @@ from tunesmith.data.schemas import load_dataset
 from tunesmith.data.splits import split_rows
 from tunesmith.errors import ConfigError, TunesmithError
 from tunesmith.eval.preference import encode_pairs, pair_batch, pair_lengths, pair_logprobs, pair_rows
-from tunesmith.models.loading import load_model
 from tunesmith.runs import start_run, update_run
 from tunesmith.training import checkpoint as ckpt
-from tunesmith.training.adapters import apply_adapter, count_params, save_model
+from tunesmith.training.adapters import load_trainable, save_model
 from tunesmith.training.batching import epoch_order
 from tunesmith.training.losses import sequence_logprobs
 from tunesmith.training.pref_losses import dpo_loss
 from tunesmith.training.progress import TrainLogger
-from tunesmith.training.runtime import autocast, pick_device, resolve_precision, seed_everything, to_device
+from tunesmith.training.runtime import autocast, prepare_runtime, to_device
 from tunesmith.training.optim import build_optimizer, step_budget
 from tunesmith.training.selection import common_summary, load_best_for_export, record_evaluation
 
@@ -149,15 +148,8 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     update_run(run, adapter=cfg.adapter.mode, data_type=train_ds.type, dpo_loss=dcfg.loss, dpo_beta=dcfg.beta)
 
     # Model, trainable parameters and device.
-    seed_everything(cfg.seed)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    device = pick_device(tc.device)
-    precision = resolve_precision(tc.precision, device)
-    model, tok, _ = load_model(cfg.start_model, merge_adapter=True)
-    model = apply_adapter(model, cfg.adapter).to(device)
-    model.train()
-    n_trainable, n_total = count_params(model)
+    device, precision = prepare_runtime(cfg.seed, tc)
+    model, tok, _, n_trainable, n_total = load_trainable(cfg, device)
 
     # Pairs -> (chosen, rejected) examples with only the answer trained -> one row each.
     pad_id = tok.pad_token_id

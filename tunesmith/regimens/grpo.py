@@ -44,7 +44,6 @@ apply to GRPO (a step is one sampled batch).
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from contextlib import contextmanager
@@ -57,16 +56,15 @@ from tunesmith.data.splits import split_rows
 from tunesmith.data.templating import prompt_text, to_messages
 from tunesmith.errors import TunesmithError
 from tunesmith.eval.reward_eval import ACCEPTS, check_rewards, repeat_columns, reward_columns
-from tunesmith.models.loading import load_model
 from tunesmith.rewards import combine
 from tunesmith.runs import start_run, update_run
 from tunesmith.training import checkpoint as ckpt
-from tunesmith.training.adapters import apply_adapter, count_params, save_model
+from tunesmith.training.adapters import load_trainable, save_model
 from tunesmith.training.batching import epoch_order
 from tunesmith.training.losses import token_logits
 from tunesmith.training.pref_losses import group_advantages, grpo_loss
 from tunesmith.training.progress import TrainLogger
-from tunesmith.training.runtime import autocast, pick_device, resolve_precision, seed_everything
+from tunesmith.training.runtime import autocast, prepare_runtime
 from tunesmith.training.optim import build_optimizer
 from tunesmith.training.selection import common_summary, load_best_for_export, record_evaluation
 
@@ -249,21 +247,11 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     update_run(run, adapter=cfg.adapter.mode, data_type=train_ds.type)
 
     # Model, trainable parameters, reference and device.
-    seed_everything(cfg.seed)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    device = pick_device(tc.device)
-    precision = resolve_precision(tc.precision, device)
-    model, tok, _ = load_model(cfg.start_model, merge_adapter=True)
+    device, precision = prepare_runtime(cfg.seed, tc)
     # LoRA gets its reference by disabling the adapter; full / freeze need a frozen copy of the
     # starting weights, made only when the KL term uses it.
-    ref_model = None
-    if cfg.adapter.mode != "lora" and gc.kl_coef > 0:
-        ref_model = copy.deepcopy(model).requires_grad_(False).eval().to(device)
+    model, tok, ref_model, n_trainable, n_total = load_trainable(cfg, device, keep_reference=cfg.adapter.mode != "lora" and gc.kl_coef > 0)
     use_ref = cfg.adapter.mode == "lora" or ref_model is not None
-    model = apply_adapter(model, cfg.adapter).to(device)
-    model.train()
-    n_trainable, n_total = count_params(model)
 
     # Prompts -> chat-template text; prompts too long to leave room for a completion are dropped.
     def render(rows):

@@ -35,7 +35,7 @@ from tunesmith.training import checkpoint as ckpt
 from tunesmith.training.adapters import apply_adapter, count_params, save_model
 from tunesmith.training.batching import epoch_order
 from tunesmith.training.progress import TrainLogger
-from tunesmith.training.runtime import autocast, pick_device, resolve_precision, seed_everything, to_device
+from tunesmith.training.runtime import autocast, prepare_runtime, to_device
 from tunesmith.training.optim import build_optimizer, step_budget
 from tunesmith.training.selection import common_summary, load_best_for_export, record_evaluation
 
@@ -221,11 +221,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
                adapter=cfg.head.train, class_weights=weights, max_length=cfg.data.max_length)
 
     # Model, trainable parameters and device; the seed fixes the new head's initialisation.
-    seed_everything(cfg.seed)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    device = pick_device(tc.device)
-    precision = resolve_precision(tc.precision, device)
+    device, precision = prepare_runtime(cfg.seed, tc)
     model, tok, _, merged_start = load_classifier(cfg.start_model, labels)
     model = mark_trainable(model, cfg).to(device)
     model.train()

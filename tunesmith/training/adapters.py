@@ -39,6 +39,22 @@ def apply_adapter(model, cfg, *, task_type: str = "CAUSAL_LM"):
     raise ConfigError(f"adapter.mode: unknown mode {cfg.mode!r}")
 
 
+def load_trainable(cfg, device, *, keep_reference: bool = False):
+    """The starting model of `cfg.start_model` (an earlier run's adapter merged in) with
+    `cfg.adapter` applied, on `device`, in training mode. Returns (model, tokenizer, reference,
+    n_trainable, n_total); `reference` is a frozen copy of the starting weights when
+    `keep_reference` is set (a LoRA model needs none: disabling the adapter gives the start)."""
+    import copy
+
+    from tunesmith.models.loading import load_model
+
+    model, tok, _ = load_model(cfg.start_model, merge_adapter=True)
+    reference = copy.deepcopy(model).requires_grad_(False).eval().to(device) if keep_reference else None
+    model = apply_adapter(model, cfg.adapter).to(device)
+    model.train()
+    return (model, tok, reference, *count_params(model))
+
+
 def _freeze_all_but_top(model, n_top: int):
     decoder = model.get_decoder()
     layers = getattr(decoder, "layers", None)

@@ -16,6 +16,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def prepare_runtime(seed: int, tc) -> tuple[torch.device, str]:
+    """A training run's first step: seed every RNG, cap CPU threads when asked, and pick the
+    device and the precision (`tc` is the TrainingConfig). Returns (device, precision)."""
+    seed_everything(seed)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    device = pick_device(tc.device)
+    return device, resolve_precision(tc.precision, device)
+
+
 def pick_device(pref: str = "auto") -> torch.device:
     if pref == "cuda" or (pref == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
