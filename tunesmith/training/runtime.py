@@ -23,6 +23,7 @@ def prepare_runtime(seed: int, tc) -> tuple[torch.device, str]:
     if tc.threads:
         torch.set_num_threads(tc.threads)
     device = pick_device(tc.device)
+    reset_peak_memory(device)
     return device, resolve_precision(tc.precision, device)
 
 
@@ -60,10 +61,35 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start a new peak-memory window, so that a run's figure is its own and not that of an earlier
+    run in the same process (a study trains its arms one after another in one process). On CPU,
+    writing 5 to /proc/self/clear_refs resets the kernel's resident high-water mark (Linux >= 4.0).
+    Returns False where that is not possible: the figure is then the process's peak so far."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        return True
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_memory_mib(device: torch.device) -> float:
+    """Peak memory since the last `reset_peak_memory`: GPU allocations on CUDA, the process's
+    resident set on CPU (weights, activations, optimizer state and the Python heap together)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
-    # ru_maxrss is in KiB on Linux: the process's resident peak, weights and activations included.
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):  # "VmHWM:   123456 kB"
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    # ru_maxrss is in KiB on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
