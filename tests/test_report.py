@@ -187,6 +187,22 @@ def test_leakage_small_data_and_proxy_warnings():
     assert "reference_similarity" in warned(r, "Helpfulness is a proxy")
 
 
+def test_one_label_classifier_is_warned_with_the_label_share_and_macro_f1():
+    c = "correctness"
+    ref = {"yes": 96, "no": 76, "maybe": 28}
+    collapsed = arm("lora-sft", "training", values={c: (0.48, 0.40, 0.55)}, extra={"macro_f1": {"value": 0.216, "low": 0.19, "high": 0.24}},
+                    label_counts={"predicted": {"yes": 200}, "reference": ref})
+    near = arm("sft-b", "training", values={c: (0.47, 0.40, 0.55)}, label_counts={"predicted": {"no": 181, "yes": 19}, "reference": ref})
+    spread = arm("head", "training", values={c: (0.34, 0.27, 0.40)},
+                 label_counts={"predicted": {"maybe": 89, "no": 58, "yes": 53}, "reference": ref})
+    tiny = arm("few", values={c: (0.5, 0.2, 0.8)}, label_counts={"predicted": {"yes": 10}, "reference": {"yes": 5, "no": 5}})
+    ws = [w for w in verdict(study(arm("zero-shot"), collapsed, near, spread, tiny))["warnings"] if "label prior" in w]
+    assert ws == ['lora-sft predicts "yes" for 200 of 200 test items: its accuracy is close to the share of "yes" among the '
+                  'references (0.48), macro-F1 0.22; it has learned the label prior, not the task.',
+                  'sft-b predicts "no" for 181 of 200 test items: its accuracy is close to the share of "no" among the '
+                  'references (0.38); it has learned the label prior, not the task.']
+
+
 def test_sample_file_verdict(sample):
     v = verdict(sample)
     assert v["criteria"]["correctness"]["winner"] == "lora-sft"

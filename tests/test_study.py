@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -184,6 +185,10 @@ def test_classification_study_scores_every_arm_on_the_test_labels(tmp_path, tiny
         assert c["n"] == len(samples) == 6
         # the reported accuracy is the share of items whose predicted label equals the gold label
         assert c["value"] == pytest.approx(sum(s["prediction"] == s["reference"] for s in samples) / 6)
+        # predicted and gold label counts, for the one-label warning; macro-F1 beside accuracy
+        assert a["label_counts"]["predicted"] == dict(Counter(s["prediction"] for s in samples))
+        assert a["label_counts"]["reference"] == dict(Counter(s["reference"] for s in samples))
+        assert 0.0 <= a["extra"]["macro_f1"]["value"] <= 1.0
     assert arms["head"]["vs_baseline"]["correctness"]["n"] == 6  # the head paired item by item with zero-shot
     assert {"head", "sft", "zero-shot"} <= set(res["examples"][0]["answers"])
     assert "classification" not in arms["head"]["results"]  # one classification set: reported once, as correctness

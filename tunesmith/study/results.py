@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 from tunesmith.eval.stats import bootstrap_ci, mcnemar, paired_bootstrap
@@ -119,6 +120,16 @@ def _examples(arms: list[dict], test_name: str, limit: int = 12) -> list[dict]:
     return rows[:limit]
 
 
+def _label_counts(run: Path, test_name: str) -> dict | None:
+    """{"predicted": {label: n}, "reference": {label: n}} over a classification test's items: an arm
+    that predicts one label for (nearly) every item scores the label prior, not the task."""
+    samples = _samples(run / "eval" / f"{test_name}.samples.jsonl")
+    if not samples:
+        return None
+    count = lambda key: dict(Counter(str(s[key][0] if isinstance(s[key], list) else s[key]) for s in samples.values()).most_common())  # noqa: E731
+    return {"predicted": count("prediction"), "reference": count("reference")}
+
+
 def _overlap(study) -> int:
     from tunesmith.data.dedup import find_overlap
     from tunesmith.data.schemas import load_dataset, prompt_side_text
@@ -157,6 +168,11 @@ def build_results(study, jobs, outcomes: dict, *, wall_seconds: float, invocatio
             extra["answer"] = {k: _ci(m[k]) for k in ("f1", "contains") if isinstance(m.get(k), dict)}
         if ev.get("test", {}).get("retrieval"):
             extra["retrieval_recall"] = {k: v for k, v in ev["test"]["retrieval"].items() if k.startswith("recall")}
+        if ev.get("test", {}).get("task") == "classification":
+            # Accuracy is the correctness column; macro-F1 shows whether every class is predicted.
+            m = ev["test"]["metrics"]
+            if isinstance(m.get("macro_f1"), dict):
+                extra["macro_f1"] = _ci(m["macro_f1"])
         if ev.get("classification"):
             c = ev["classification"].get("metrics", ev["classification"])
             extra["classification"] = {k: _ci(c[k]) for k in ("accuracy", "macro_f1") if isinstance(c.get(k), dict)}
@@ -171,6 +187,7 @@ def build_results(study, jobs, outcomes: dict, *, wall_seconds: float, invocatio
                      "peak_memory_mib": meta.get("peak_memory_mib"),
                      "eval_seconds_per_item": ev.get("test", {}).get("seconds_per_item")},
             "curves": _curves(run), "overfitting": ev.get("test", {}).get("overfitting"),
+            "label_counts": _label_counts(run, test_name) if ev.get("test", {}).get("task") == "classification" else None,
             "data": {"train_records": manifest.get("counts", {}).get("train"), "test_records": ev.get("test", {}).get("n"),
                      "overlap_train_test": overlap},
         })

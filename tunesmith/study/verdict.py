@@ -15,6 +15,7 @@ CORRECTNESS = "correctness"
 FORGETTING_DROP = 0.05  # retention drop (on a 0..1 scale) that counts as forgetting even without significance
 MIN_TRAIN_RECORDS = 100
 MIN_TEST_RECORDS = 30
+ONE_LABEL_SHARE = 0.9  # share of test items given one label above which a classifier is called collapsed
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -318,6 +319,26 @@ def _status_warnings(results: dict) -> list[str]:
     return out
 
 
+def _one_label_warnings(results: dict) -> list[str]:
+    """Classification arms that give (nearly) every test item the same label: their accuracy is that
+    label's share of the test set, whatever the arm learned about the task."""
+    out = []
+    for a in completed_arms(results):
+        counts = a.get("label_counts") or {}
+        pred, ref = counts.get("predicted") or {}, counts.get("reference") or {}
+        n = sum(pred.values())
+        if n < 20:
+            continue
+        label, k = max(pred.items(), key=lambda kv: kv[1])
+        if k / n >= ONE_LABEL_SHARE:
+            f1 = (a.get("extra") or {}).get("macro_f1")
+            out.append(f"{a['id']} predicts \"{label}\" for {k} of {n} test items: its accuracy is close to the share of "
+                       f"\"{label}\" among the references ({ref.get(label, 0) / max(sum(ref.values()), 1):.2f})"
+                       + (f", macro-F1 {fmt_num(f1['value'])}" if f1 else "")
+                       + "; it has learned the label prior, not the task.")
+    return out
+
+
 def _proxy_warnings(results: dict) -> list[str]:
     return [f"{(c.get('label') or name).capitalize()} is a proxy ({c.get('metric', 'unnamed metric')}): it "
             "scores closeness to the reference answer, not whether a person finds the answer helpful; confirm "
@@ -328,7 +349,8 @@ def _proxy_warnings(results: dict) -> list[str]:
 def warnings(results: dict, alpha: float = 0.05) -> list[str]:
     """Every warning, each naming how many arms or items it concerns."""
     return (_status_warnings(results) + _leakage_warnings(results) + _overfitting_warnings(results)
-            + _forgetting_warnings(results, alpha) + _small_data_warnings(results) + _proxy_warnings(results))
+            + _forgetting_warnings(results, alpha) + _small_data_warnings(results) + _one_label_warnings(results)
+            + _proxy_warnings(results))
 
 
 # --------------------------------------------------------------------------- entry points
