@@ -30,6 +30,7 @@ def render(results: dict, config_path: str | None) -> str:
     from tunesmith.study.report import cost_table, extra_table, md_escape, md_table, results_table
     from tunesmith.study.verdict import fmt_duration, verdict, verdict_paragraph
 
+    v = verdict(results)
     env = results.get("env") or {}
     git = (env.get("git") or {}).get("commit", "unknown")
     pk, hw = env.get("packages") or {}, env.get("hardware") or {}
@@ -38,7 +39,9 @@ def render(results: dict, config_path: str | None) -> str:
              f"transformers {pk.get('transformers', '?')}",
              f"- Wall time: {fmt_duration(results.get('wall_seconds'))} (training and evaluation of every arm, "
              f"{hw.get('cpu_count', '?')} CPU cores ({hw.get('cpu', '?')}), torch threads {hw.get('torch_threads', '?')})", "",
-             f"**Verdict.** {md_escape(verdict_paragraph(verdict(results)))}", "", md_table(results_table(results)), ""]
+             f"**Verdict.** {md_escape(verdict_paragraph(v))}", ""]
+    lines += [f"- Warning: {md_escape(w)}" for w in v["warnings"]] + ([""] if v["warnings"] else [])
+    lines += [md_table(results_table(results)), ""]
     extra = extra_table(results)
     if extra:
         lines += [md_table(extra), ""]

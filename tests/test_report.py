@@ -184,6 +184,8 @@ def test_leakage_small_data_and_proxy_warnings():
     assert "only 60 training records for 2 arms (cpt-sft and lora-sft)" in train  # prompting arms train nothing
     test = warned(r, "Too little test data")
     assert "only 20 test items for 3 arms" in test and "±0.11" in test  # widest correctness interval (0.68..0.90)
+    assert not [w for w in verdict(r)["warnings"] if w.startswith("Helpfulness")]  # no arm has a helpfulness score
+    r["arms"][1]["results"]["helpfulness"] = {"value": 0.4, "low": 0.3, "high": 0.5, "n": 20}
     assert "reference_similarity" in warned(r, "Helpfulness is a proxy")
 
 
@@ -196,11 +198,11 @@ def test_one_label_classifier_is_warned_with_the_label_share_and_macro_f1():
     spread = arm("head", "training", values={c: (0.34, 0.27, 0.40)},
                  label_counts={"predicted": {"maybe": 89, "no": 58, "yes": 53}, "reference": ref})
     tiny = arm("few", values={c: (0.5, 0.2, 0.8)}, label_counts={"predicted": {"yes": 10}, "reference": {"yes": 5, "no": 5}})
-    ws = [w for w in verdict(study(arm("zero-shot"), collapsed, near, spread, tiny))["warnings"] if "label prior" in w]
+    ws = [w for w in verdict(study(arm("zero-shot"), collapsed, near, spread, tiny))["warnings"] if "how often" in w]
     assert ws == ['lora-sft predicts "yes" for 200 of 200 test items: its accuracy is close to the share of "yes" among the '
-                  'references (0.48), macro-F1 0.22; it has learned the label prior, not the task.',
+                  'references (0.48), macro-F1 0.22; its score says how often "yes" is the answer more than how well it does the task.',
                   'sft-b predicts "no" for 181 of 200 test items: its accuracy is close to the share of "no" among the '
-                  'references (0.38); it has learned the label prior, not the task.']
+                  'references (0.38); its score says how often "no" is the answer more than how well it does the task.']
 
 
 def test_sample_file_verdict(sample):

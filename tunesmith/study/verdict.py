@@ -335,7 +335,7 @@ def _one_label_warnings(results: dict) -> list[str]:
             out.append(f"{a['id']} predicts \"{label}\" for {k} of {n} test items: its accuracy is close to the share of "
                        f"\"{label}\" among the references ({ref.get(label, 0) / max(sum(ref.values()), 1):.2f})"
                        + (f", macro-F1 {fmt_num(f1['value'])}" if f1 else "")
-                       + "; it has learned the label prior, not the task.")
+                       + f"; its score says how often \"{label}\" is the answer more than how well it does the task.")
     return out
 
 
@@ -343,7 +343,8 @@ def _proxy_warnings(results: dict) -> list[str]:
     return [f"{(c.get('label') or name).capitalize()} is a proxy ({c.get('metric', 'unnamed metric')}): it "
             "scores closeness to the reference answer, not whether a person finds the answer helpful; confirm "
             "with a judge model or human review before relying on it."
-            for name, c in results.get("criteria", {}).items() if (c or {}).get("proxy")]
+            for name, c in results.get("criteria", {}).items()
+            if (c or {}).get("proxy") and any(metric(a, name) for a in completed_arms(results))]
 
 
 def warnings(results: dict, alpha: float = 0.05) -> list[str]:
