@@ -47,6 +47,17 @@ PROXIES = {"reference_similarity"}
 
 # ------------------------------------------------------------------ environment
 
+def only_names(value: str | None, choices, what: str) -> list[str]:
+    """`--only a,b` checked against `choices` (every one when not given); an unknown name exits 2
+    with one line naming the choices."""
+    names = value.split(",") if value else list(choices)
+    bad = [n for n in names if n not in choices]
+    if bad:
+        print(f"--only: unknown {what} {', '.join(bad)} (choose from {', '.join(choices)})", file=sys.stderr)
+        raise SystemExit(2)
+    return names
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from eval_shared import environment, previous_rows, write_section  # noqa: E402  (shared with the eval benchmark)
+from eval_shared import environment, only_names, previous_rows, write_section  # noqa: E402  (shared with the eval benchmark)
 
 SHARED = ROOT.parent / "shared" / "data"
 DEFAULT_OUT = ROOT / "docs" / "benchmarks.md"
@@ -165,11 +165,7 @@ def main(argv=None) -> int:
     p.add_argument("--reuse", action="store_true", help="keep completed runs whose resolved config is unchanged (their recorded training time is reported)")
     a = p.parse_args(argv)
     REUSE["on"] = a.reuse
-    names = a.only.split(",") if a.only else list(EXPERIMENTS)
-    bad = [n for n in names if n not in EXPERIMENTS]
-    if bad:
-        print(f"--only: unknown experiment(s) {', '.join(bad)} (choose from {', '.join(EXPERIMENTS)})", file=sys.stderr)
-        return 2
+    names = only_names(a.only, EXPERIMENTS, "experiment(s)")
     os.chdir(ROOT)
     from tunesmith.models.builtins import DEFAULT_MODEL
 

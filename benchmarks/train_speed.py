@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from eval_shared import environment, write_section  # noqa: E402
+from eval_shared import environment, only_names, write_section  # noqa: E402
 
 DEFAULT_OUT = ROOT / "docs" / "benchmarks.md"
 START, END, TAG = "<!-- train-speed:start -->", "<!-- train-speed:end -->", "train-speed:data"
@@ -184,11 +184,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--out", default=str(DEFAULT_OUT))
     a = p.parse_args(argv)
-    names = a.only.split(",") if a.only else list(CONFIGS)
-    bad = [n for n in names if n not in CONFIGS]
-    if bad:
-        print(f"--only: unknown config(s) {', '.join(bad)} (choose from {', '.join(CONFIGS)})", file=sys.stderr)
-        return 2
+    names = only_names(a.only, CONFIGS, "config(s)")
     import torch
 
     from tunesmith.models.builtins import DEFAULT_MODEL
