@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from tunesmith.atomic import write_jsonl_atomic
 from tunesmith.errors import TunesmithError
 
 def _settings_hash(**settings) -> str:
@@ -118,9 +118,7 @@ def build_pairs(model: str, data: str | Path, out: str | Path, rewards: Mapping[
             bar.update(len(idx))
     bar.close()
     pairs = [done[i] for i in range(len(rows)) if done.get(i)]
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
-    os.replace(tmp, out)
+    write_jsonl_atomic(out, pairs)
     partial.unlink()
     gaps = [p["chosen_reward"] - p["rejected_reward"] for p in pairs]
     return {"path": str(out), "prompts": len(rows), "pairs": len(pairs), "no_preference": len(rows) - len(pairs),

@@ -30,7 +30,7 @@ class Recipe:
     _pool_vectors: object = None
 
     def save(self, run_dir: Path) -> None:
-        from tunesmith.training.checkpoint import write_json_atomic
+        from tunesmith.atomic import write_json_atomic
 
         write_json_atomic(Path(run_dir) / "recipe.json", {
             "schema_version": RECIPE_VERSION, "system": self.system, "template": self.template,

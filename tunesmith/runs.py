@@ -17,7 +17,7 @@ from importlib import metadata
 from pathlib import Path
 
 from tunesmith.errors import TunesmithError
-from tunesmith.training.checkpoint import write_json_atomic
+from tunesmith.atomic import write_json_atomic, write_text_atomic
 
 SCHEMA_VERSION = 1
 _PACKAGES = ("tunesmith", "torch", "transformers", "peft", "tokenizers", "safetensors", "numpy", "gguf", "accelerate")
@@ -122,9 +122,7 @@ class MetricsLog:
         self.path = Path(path)
         if resume_step is not None and self.path.exists():
             keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(k + "\n" for k in keep))
-            os.replace(tmp, self.path)
+            write_text_atomic(self.path, "".join(k + "\n" for k in keep))
         elif resume_step is None and self.path.exists():
             self.path.unlink()
 

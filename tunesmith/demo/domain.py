@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from tunesmith.atomic import write_text_atomic
 from tunesmith.demo import domain_words as W
 
 COMPANY = "Tarrowind Instruments"
@@ -473,19 +472,6 @@ Rejected answers are the same attribute's value for another entity.
 """
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    # A crash mid-write must never leave a truncated dataset that looks complete.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False, sort_keys=False) + "\n" for r in rows)
 
@@ -503,7 +489,7 @@ def write_domain(out_dir: str | Path, seed: int = 0, n_facts: int = 80) -> dict[
     for name in FILE_NAMES:
         rows = [asdict(f) for f in domain.facts] if name == "facts" else getattr(domain, name)
         paths[name] = out / f"{name}.jsonl"
-        _atomic_write(paths[name], _jsonl(rows))
+        write_text_atomic(paths[name], _jsonl(rows))
     paths["readme"] = out / "README.md"
-    _atomic_write(paths["readme"], _readme(domain))
+    write_text_atomic(paths["readme"], _readme(domain))
     return paths

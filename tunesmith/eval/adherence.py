@@ -24,15 +24,14 @@ numbers the evaluation reports.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tunesmith.atomic import write_atomic
 from tunesmith.embeddings import EMBEDDING_PACKAGE, cosine_topk, get_embedder
 from tunesmith.errors import TunesmithError
 
@@ -197,7 +196,7 @@ class DomainClassifier:
         """Write `<path>.npz` (the matrix) and `<path>.json` (the rest), each atomically."""
         npz, meta = _paths(path)
         npz.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(npz, lambda f: np.savez(f, matrix=np.asarray(self.matrix, dtype=np.float32)))
+        write_atomic(npz, lambda f: np.savez(f, matrix=np.asarray(self.matrix, dtype=np.float32)), binary=True)
         doc = {
             "format_version": FORMAT_VERSION,
             "embedding_model": EMBEDDING_PACKAGE,
@@ -207,7 +206,7 @@ class DomainClassifier:
             "calibration": self.calibration,
             "chunks": self.chunks,
         }
-        _atomic_write(meta, lambda f: f.write(json.dumps(doc, indent=1, ensure_ascii=False).encode("utf-8")))
+        write_atomic(meta, lambda f: f.write(json.dumps(doc, indent=1, ensure_ascii=False).encode("utf-8")), binary=True)
         return npz, meta
 
     @classmethod
@@ -232,21 +231,6 @@ class DomainClassifier:
 def _paths(path: Path) -> tuple[Path, Path]:
     path = Path(path)
     return path.with_suffix(".npz"), path.with_suffix(".json")
-
-
-def _atomic_write(target: Path, write) -> None:
-    """Write through a temp file in the same folder, then os.replace: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------- declines

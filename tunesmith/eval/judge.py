@@ -21,7 +21,6 @@ import http.client
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 import urllib.error
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from tunesmith.atomic import write_text_atomic
 from tunesmith.configlib import option
 from tunesmith.errors import TunesmithError
 from tunesmith.eval.rubrics import (Rubric, get_rubric, parse_score, parse_winner, render_messages,
@@ -131,11 +131,7 @@ class _Cache:
 
     def put(self, key: str, record: dict) -> None:
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key[:16]}.", suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(record, f, ensure_ascii=False, indent=1)
-            os.replace(tmp, self.root / f"{key}.json")
+            write_text_atomic(self.root / f"{key}.json", json.dumps(record, ensure_ascii=False, indent=1))
         except OSError as err:  # a read-only cache costs requests, not the evaluation
             log.warning("judge cache: cannot write %s (%s)", self.root, err)
 

@@ -19,7 +19,7 @@ from tunesmith.errors import TunesmithError
 from tunesmith.eval import scoring
 from tunesmith.eval.config import EvalConfig
 from tunesmith.runs import SCHEMA_VERSION, update_run
-from tunesmith.training.checkpoint import write_json_atomic
+from tunesmith.atomic import write_json_atomic, write_jsonl_atomic
 
 EVAL_VERSION = 1  # bump when scoring changes, so cached results are recomputed
 # Domain adherence's own version, in the cache key only of evaluations that score it (v2: bare
@@ -191,15 +191,10 @@ def _evaluate_head_run(run: Path, cfg: EvalConfig, cache_key: str, out: Path) ->
     from tunesmith.eval.sources import read_records
 
     records = read_records(dataclasses.replace(cfg, shuffle=False))
-    path = run / "eval" / f"{cfg.dataset_name}.samples.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        for rec, row in zip(records, res["per_item"]):
-            text = rec.get("text", rec.get("sentence", ""))
-            f.write(json.dumps({"id": rec["id"], "input": text, "prediction": row["pred"], "reference": row["label"],
-                                "scores": {"correct": float(row["correct"])}}, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    write_jsonl_atomic(run / "eval" / f"{cfg.dataset_name}.samples.jsonl",
+                       ({"id": rec["id"], "input": rec.get("text", rec.get("sentence", "")), "prediction": row["pred"],
+                         "reference": row["label"], "scores": {"correct": float(row["correct"])}}
+                        for rec, row in zip(records, res["per_item"])))
     res.update(schema_version=SCHEMA_VERSION, dataset=cfg.dataset_name, cache_key=cache_key,
                helpfulness={"method": "not applicable (no free-text reference)"}, created=time.strftime("%Y-%m-%dT%H:%M:%S"))
     write_json_atomic(out, res)
@@ -304,19 +299,17 @@ def _adherence(run: Path, model, tok, preds, questions, cfg, system, progress) -
 
 
 def _write_samples(path: Path, items, samples, per_item, option_scores) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        for i, (it, row) in enumerate(zip(items, per_item)):
-            rec = {"id": it.id, "input": it.display, "prediction": samples[0][i], "reference": it.refs or it.label, "scores": row}
-            if len(samples) > 1:
-                rec["samples"] = [s[i] for s in samples]
-            if option_scores is not None:
-                rec["option_logprobs"] = option_scores[i]
-            if it.retrieved:
-                rec["retrieved"] = it.retrieved
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    def record(i, it, row):
+        rec = {"id": it.id, "input": it.display, "prediction": samples[0][i], "reference": it.refs or it.label, "scores": row}
+        if len(samples) > 1:
+            rec["samples"] = [s[i] for s in samples]
+        if option_scores is not None:
+            rec["option_logprobs"] = option_scores[i]
+        if it.retrieved:
+            rec["retrieved"] = it.retrieved
+        return rec
+
+    write_jsonl_atomic(path, (record(i, it, row) for i, (it, row) in enumerate(zip(items, per_item))))
 
 
 def load_result(run_or_file: str, dataset: str | None = None) -> tuple[dict, list[dict]]:

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from tunesmith.atomic import write_json_atomic
 from tunesmith.data.packing import batches
 from tunesmith.data.schemas import load_dataset
 from tunesmith.data.splits import split_rows
@@ -315,7 +316,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
             export_format = "adapter"
     model = model.to("cpu")
     save_model(model, tok, run / "model")
-    ckpt.write_json_atomic(run / "model" / LABELS_FILE, labels)
+    write_json_atomic(run / "model" / LABELS_FILE, labels)
     last_val = loop.get("last_val") or {}
     summary = {
         **common_summary(loop, t0=t0, n_trainable=n_trainable, n_total=n_total, device=device, precision=precision, exported=exported),

@@ -14,7 +14,7 @@ import json
 
 from tunesmith.eval.config import EvalConfig, JudgeSettings
 from tunesmith.eval.runner import evaluate, model_fingerprint
-from tunesmith.training.checkpoint import write_json_atomic
+from tunesmith.atomic import write_json_atomic
 
 
 def _eval_cfg(study, seed: int, **kw) -> EvalConfig:

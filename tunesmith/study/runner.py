@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tunesmith.errors import TunesmithError
 from tunesmith.study.plan import WEIGHT_REGIMENS, Job, plan
-from tunesmith.training.checkpoint import write_json_atomic
+from tunesmith.atomic import write_json_atomic
 
 THROUGHPUT_TOK_S = 200.0  # measured: LoRA/full SFT of the 135M default model, bf16, 2 CPU cores
 EVAL_S_PER_ITEM = 0.5

@@ -19,16 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-
-def write_json_atomic(path: Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+from tunesmith.atomic import write_json_atomic
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
