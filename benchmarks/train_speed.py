@@ -128,6 +128,8 @@ def measure(name: str, base_model, tok, examples, *, batch_size: int, max_length
     opt = torch.optim.AdamW(params, lr=1e-5)
     rows = pack(examples, max_length) if packed else unpacked(examples)
     batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)][: steps + 1]
+    if len(batches) < 2:  # one warm-up step and at least one timed step
+        raise SystemExit(f"{name}: {len(rows)} rows make fewer than 2 batches of {batch_size}; use more data or a smaller --batch-size")
     times, tokens = [], 0
     for i, group in enumerate(batches):
         batch = collate(group, tok.pad_token_id)
@@ -196,7 +198,6 @@ def main(argv=None) -> int:
     print(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s", flush=True)
     model, tok, _ = load_model(spec)
     data, examples = load_examples(a.data, tok, a.max_length)
-    # Enough examples for steps+1 batches of packed rows (the padded rows need fewer).
     rows = [measure(n, model, tok, examples, batch_size=a.batch_size, max_length=a.max_length, steps=a.steps, peaks=peaks)
             for n in names]
     info = {"model": spec, "data": Path(data).relative_to(ROOT) if Path(data).is_relative_to(ROOT) else data,

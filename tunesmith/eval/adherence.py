@@ -195,7 +195,6 @@ class DomainClassifier:
     def save(self, path: Path) -> tuple[Path, Path]:
         """Write `<path>.npz` (the matrix) and `<path>.json` (the rest), each atomically."""
         npz, meta = _paths(path)
-        npz.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(npz, lambda f: np.savez(f, matrix=np.asarray(self.matrix, dtype=np.float32)), binary=True)
         doc = {
             "format_version": FORMAT_VERSION,

@@ -15,11 +15,11 @@ import re
 import time
 from pathlib import Path
 
+from tunesmith.atomic import write_json_atomic, write_jsonl_atomic
 from tunesmith.errors import TunesmithError
 from tunesmith.eval import scoring
 from tunesmith.eval.config import EvalConfig
 from tunesmith.runs import SCHEMA_VERSION, update_run
-from tunesmith.atomic import write_json_atomic, write_jsonl_atomic
 
 EVAL_VERSION = 1  # bump when scoring changes, so cached results are recomputed
 # Domain adherence's own version, in the cache key only of evaluations that score it (v2: bare

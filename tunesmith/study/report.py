@@ -19,7 +19,7 @@ from pathlib import Path
 from tunesmith.study import plots
 from tunesmith.study.verdict import (
     completed_arms, fmt_ci, fmt_count, fmt_duration, fmt_num, higher_is_better, is_baseline, main_criterion,
-    metric, verdict, verdict_paragraph,
+    measured_proxies, metric, verdict, verdict_paragraph,
 )
 
 MAX_EXAMPLES = 12
@@ -107,8 +107,7 @@ def results_table(results: dict) -> dict:
              f"\u0394 and p: paired difference from the baseline ({base}) with its interval and p-value. "
              f"{DASH}: not measured for that arm (a classification head writes no free text) or the arm did not complete."]
     notes += [f"{(c.get('label') or n)} is a proxy ({c.get('metric')}): similarity to the reference answer, "
-              "not a judgement of helpfulness." for n, c in results.get("criteria", {}).items()
-              if (c or {}).get("proxy") and any(metric(a, n) for a in completed_arms(results))]
+              "not a judgement of helpfulness." for n, c in measured_proxies(results).items()]
     groups = [("", 2 + len(crits)), (f"vs baseline ({base})" if base else "vs baseline", 3 if mcnemar else 2)]
     return {"caption": "Results per arm (95% intervals)", "header": header, "groups": groups, "rows": rows,
             "row_classes": classes, "notes": notes}

@@ -126,7 +126,9 @@ def _label_counts(run: Path, test_name: str) -> dict | None:
     samples = _samples(run / "eval" / f"{test_name}.samples.jsonl")
     if not samples:
         return None
-    count = lambda key: dict(Counter(str(s[key][0] if isinstance(s[key], list) else s[key]) for s in samples.values()).most_common())  # noqa: E731
+    def count(key: str) -> dict[str, int]:  # a reference may be a list of accepted answers: its first
+        return dict(Counter(str(s[key][0] if isinstance(s[key], list) else s[key]) for s in samples.values()).most_common())
+
     return {"predicted": count("prediction"), "reference": count("reference")}
 
 

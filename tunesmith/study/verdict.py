@@ -16,6 +16,7 @@ FORGETTING_DROP = 0.05  # retention drop (on a 0..1 scale) that counts as forget
 MIN_TRAIN_RECORDS = 100
 MIN_TEST_RECORDS = 30
 ONE_LABEL_SHARE = 0.9  # share of test items given one label above which a classifier is called collapsed
+ONE_LABEL_MIN_ITEMS = 20  # below this many test items a one-label run is too likely to be chance
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -327,7 +328,7 @@ def _one_label_warnings(results: dict) -> list[str]:
         counts = a.get("label_counts") or {}
         pred, ref = counts.get("predicted") or {}, counts.get("reference") or {}
         n = sum(pred.values())
-        if n < 20:
+        if n < ONE_LABEL_MIN_ITEMS:
             continue
         label, k = max(pred.items(), key=lambda kv: kv[1])
         if k / n >= ONE_LABEL_SHARE:
@@ -339,12 +340,17 @@ def _one_label_warnings(results: dict) -> list[str]:
     return out
 
 
+def measured_proxies(results: dict) -> dict[str, dict]:
+    """The proxy criteria ({name: criterion}) that at least one completed arm has a score on."""
+    return {name: c for name, c in results.get("criteria", {}).items()
+            if (c or {}).get("proxy") and any(metric(a, name) for a in completed_arms(results))}
+
+
 def _proxy_warnings(results: dict) -> list[str]:
     return [f"{(c.get('label') or name).capitalize()} is a proxy ({c.get('metric', 'unnamed metric')}): it "
             "scores closeness to the reference answer, not whether a person finds the answer helpful; confirm "
             "with a judge model or human review before relying on it."
-            for name, c in results.get("criteria", {}).items()
-            if (c or {}).get("proxy") and any(metric(a, name) for a in completed_arms(results))]
+            for name, c in measured_proxies(results).items()]
 
 
 def warnings(results: dict, alpha: float = 0.05) -> list[str]:
