@@ -29,3 +29,12 @@ def test_a_failing_writer_keeps_the_old_file_and_leaves_no_temp(tmp_path):
         write_jsonl_atomic(target, rows())
     assert target.read_text() == "old\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl"]
+
+    def half_then_fail(fh):  # the temporary file exists and holds part of the data when this raises
+        fh.write("new, part")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        write_atomic(target, half_then_fail)
+    assert target.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl"]
