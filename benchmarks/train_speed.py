@@ -91,6 +91,19 @@ def flops_per_token(model, row_length: int) -> float:
     return 6 * n + 6 * cfg.num_hidden_layers * cfg.hidden_size * row_length
 
 
+def collate_for(rows, pad_id: int, loss: str) -> dict:
+    """tunesmith's collated batch; for transformers' own loss ("hf") also the plain (B, L) padding
+    mask it takes instead of the per-document (B, 1, L, L) mask."""
+    import torch
+
+    from tunesmith.data.packing import collate
+
+    batch = collate(rows, pad_id)
+    if loss == "hf":
+        batch["pad_mask"] = (torch.arange(batch["input_ids"].shape[1])[None] < torch.tensor([len(r) for r in rows])[:, None]).long()
+    return batch
+
+
 def step_loss(model, batch: dict, loss: str):
     """Summed cross-entropy of the trained tokens and their count, three ways."""
     import torch.nn.functional as F
@@ -114,7 +127,7 @@ def measure(name: str, base_model, tok, examples, *, batch_size: int, max_length
     import torch
 
     from tunesmith.config import AdapterConfig
-    from tunesmith.data.packing import collate, pack, unpacked
+    from tunesmith.data.packing import pack, unpacked
     from tunesmith.training.adapters import apply_adapter
     from tunesmith.training.runtime import autocast, peak_memory_mib, reset_peak_memory
 
@@ -132,9 +145,7 @@ def measure(name: str, base_model, tok, examples, *, batch_size: int, max_length
         raise SystemExit(f"{name}: {len(rows)} rows make fewer than 2 batches of {batch_size}; use more data or a smaller --batch-size")
     times, tokens = [], 0
     for i, group in enumerate(batches):
-        batch = collate(group, tok.pad_token_id)
-        # Padded batches go through transformers with a plain (B, L) padding mask.
-        batch["pad_mask"] = (torch.arange(batch["input_ids"].shape[1])[None] < torch.tensor([len(r) for r in group])[:, None]).long()
+        batch = collate_for(group, tok.pad_token_id, loss)
         t = time.perf_counter()
         with autocast(device, precision):
             s, n = step_loss(model, batch, loss)

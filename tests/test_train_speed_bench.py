@@ -34,9 +34,7 @@ def test_the_three_losses_agree_on_a_packed_batch(bench, tiny_model_dir, demo_di
     # transformers' own loss on the same examples unpacked (padded) matches the packed sum
     from tunesmith.data.packing import unpacked
 
-    pad_rows = unpacked(examples[:12])
-    pb = collate(pad_rows, tok.pad_token_id)
-    pb["pad_mask"] = (torch.arange(pb["input_ids"].shape[1])[None] < torch.tensor([len(r) for r in pad_rows])[:, None]).long()
+    pb = bench.collate_for(unpacked(examples[:12]), tok.pad_token_id, "hf")
     with torch.no_grad():
         hf, n3 = bench.step_loss(model, pb, "hf")
     assert n3 == n1 and hf.item() == pytest.approx(trained.item(), rel=1e-3)

@@ -76,10 +76,6 @@ def _train_config(study, arm, model: str, seed: int, job_name: str, parents: dic
         raise ConfigError(f"arm {arm.name!r}: {e}") from e
 
 
-def _defaults() -> dict:
-    return configlib.to_dict(TrainConfig())
-
-
 def _non_default(d: dict, ref: dict) -> dict:
     """The fields of a resolved config that differ from TrainConfig's defaults. Keys hash these
     only, so that a new option added to tunesmith (at its default) leaves finished arms cached;
@@ -98,6 +94,7 @@ def _non_default(d: dict, ref: dict) -> dict:
 def plan(study) -> list[Job]:
     """Every job of the study in dependency order (an arm's parents come first)."""
     many = len(study.models) > 1 or len(study.seeds) > 1
+    defaults = configlib.to_dict(TrainConfig())  # what _non_default compares every job's config with
     jobs: list[Job] = []
     for model in study.models:
         for seed in study.seeds:
@@ -108,7 +105,7 @@ def plan(study) -> list[Job]:
                 deps = [parents[p] for p in (arm.after, arm.on) if p]
                 # The key covers what changes results: the resolved config (run paths replaced
                 # by the parents' keys), the data files' contents and the code version.
-                content = _non_default(configlib.to_dict(cfg), _defaults())
+                content = _non_default(configlib.to_dict(cfg), defaults)
                 content.pop("name", None), content.pop("output_dir", None)
                 if arm.after:
                     content["init_from"] = parents[arm.after].key
