@@ -23,7 +23,7 @@ from tunesmith.demo.domain import (
 )
 
 EXPECTED_FILES = (
-    "corpus.jsonl", "qa_train.jsonl", "qa_test.jsonl", "ood.jsonl", "pref_train.jsonl",
+    "corpus.jsonl", "qa_train.jsonl", "qa_test.jsonl", "ood.jsonl", "ood_train.jsonl", "pref_train.jsonl",
     "pref_test.jsonl", "cls_train.jsonl", "cls_test.jsonl", "facts.jsonl", "README.md",
 )
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -73,9 +73,9 @@ def test_written_bytes_identical_across_processes(tmp_path: Path) -> None:
 
 def test_written_files_parse_and_match_domain(tmp_path: Path, dom: DemoDomain) -> None:
     paths = write_domain(tmp_path, seed=0)
-    assert set(paths) == {"corpus", "qa_train", "qa_test", "ood", "pref_train", "pref_test",
+    assert set(paths) == {"corpus", "qa_train", "qa_test", "ood", "ood_train", "pref_train", "pref_test",
                           "cls_train", "cls_test", "facts", "readme"}
-    for name in ("corpus", "qa_train", "qa_test", "ood", "pref_train", "pref_test",
+    for name in ("corpus", "qa_train", "qa_test", "ood", "ood_train", "pref_train", "pref_test",
                  "cls_train", "cls_test"):
         lines = paths[name].read_text(encoding="utf-8").splitlines()
         assert [json.loads(line) for line in lines] == getattr(dom, name)
@@ -190,10 +190,13 @@ def test_preference_pairs(dom: DemoDomain) -> None:
 
 def test_ood_questions(dom: DemoDomain) -> None:
     entities = {f.entity for f in dom.facts}
-    for row in dom.ood:
+    for row in dom.ood + dom.ood_train:
         assert set(row) == {"prompt", "answer"} and row["answer"]
         assert COMPANY not in row["prompt"]
         assert not any(e in row["prompt"] for e in entities)
+    # The questions that teach the policy are never the ones that score it.
+    assert not {r["prompt"] for r in dom.ood} & {r["prompt"] for r in dom.ood_train}
+    assert len(dom.ood_train) >= 30
 
 
 def test_classification(dom: DemoDomain) -> None:

@@ -131,3 +131,45 @@ def test_mcnemar_edge_cases():
         mcnemar([0.5], [1])
     with pytest.raises(TunesmithError):
         mcnemar([1, 0], [1])
+
+
+# ---------------------------------------------------------------- sign_flip_test, holm
+
+
+def test_sign_flip_exact_p_by_hand():
+    # differences b - a = [2, -1, 1]: the 8 sign assignments sum to 4, 2, 2, 0, 0, -2, -2, -4;
+    # six reach |2| (the observed sum), so p = 6/8.
+    r = stats.sign_flip_test([0, 1, 0], [2, 0, 1])
+    assert r["p_value"] == pytest.approx(0.75) and r["diff"] == pytest.approx(2 / 3)
+    # three +1 differences and a tie: only all-plus and all-minus reach |3| of 2^3 = 8 -> 0.25
+    assert stats.sign_flip_test([0, 0, 0, 0], [1, 1, 1, 0])["p_value"] == pytest.approx(0.25)
+    assert stats.sign_flip_test([0.3, 0.5], [0.3, 0.5])["p_value"] == 1.0
+
+
+def test_sign_flip_equals_mcnemar_on_binary_scores():
+    # on 0/1 scores the non-zero differences are the discordant pairs: the exact sign-flip test
+    # is McNemar's exact binomial test (b = 1, c = 7: 2 * (1 + 8) / 2^8 = 0.0703125)
+    a = [1] + [0] * 7 + [1, 0]
+    b = [0] + [1] * 7 + [1, 0]
+    assert stats.sign_flip_test(a, b)["p_value"] == pytest.approx(mcnemar(a, b)["p_value"]) == pytest.approx(0.0703125)
+
+
+def test_sign_flip_random_assignments_never_give_zero_and_are_seeded():
+    # 40 differences all +1: no random assignment reaches the observed sum except (with chance
+    # 2^-39) all-plus or all-minus, so p = (0 + 1) / (999 + 1)
+    r = stats.sign_flip_test([0] * 40, [1] * 40, n_resamples=999)
+    assert r["p_value"] == pytest.approx(1 / 1000) and "999 random sign flips" in r["method"]
+    a, b = [0.1 * (i % 7) for i in range(50)], [0.1 * (i % 5) for i in range(50)]
+    assert stats.sign_flip_test(a, b, seed=3) == stats.sign_flip_test(a, b, seed=3)
+    with pytest.raises(TunesmithError):
+        stats.sign_flip_test([1, 2], [1])
+
+
+def test_holm_by_hand():
+    # sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> kept monotone: 0.06
+    assert stats.holm([0.01, 0.04, 0.03, None, 0.005]) == pytest.approx([0.03, 0.06, 0.06, None, 0.02])
+    assert stats.holm([0.6, 0.5]) == pytest.approx([1.0, 1.0])  # capped at 1 (0.5 x 2)
+    assert stats.holm([0.04995]) == [0.04995]  # a family of one is not adjusted
+    assert stats.holm([]) == [] and stats.holm([None]) == [None]
+    # raw 0.04995 and 0.03 over 2 comparisons: 0.03 x 2 = 0.06 first, then max(0.06, 0.04995 x 1) = 0.06
+    assert stats.holm([0.04995, 0.03]) == pytest.approx([0.06, 0.06])

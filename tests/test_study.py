@@ -190,6 +190,10 @@ def test_classification_study_scores_every_arm_on_the_test_labels(tmp_path, tiny
         assert a["label_counts"]["reference"] == dict(Counter(s["reference"] for s in samples))
         assert 0.0 <= a["extra"]["macro_f1"]["value"] <= 1.0
     assert arms["head"]["vs_baseline"]["correctness"]["n"] == 6  # the head paired item by item with zero-shot
+    # accuracy is 0/1 per item: every pair carries McNemar's exact p (the criterion's test) and the
+    # sign-flip permutation p; on 0/1 scores the exact sign-flip test is McNemar's test
+    pair = arms["head"]["vs_baseline"]["correctness"]
+    assert pair["mcnemar_p"] == pytest.approx(pair["permutation_p"])
     assert {"head", "sft", "zero-shot"} <= set(res["examples"][0]["answers"])
     assert "classification" not in arms["head"]["results"]  # one classification set: reported once, as correctness
     # benchmarks/studies.py records a finished study in a Markdown file, between its markers

@@ -38,7 +38,7 @@ _MIN_ENTITIES = 16  # classification messages want a varied set of names even fo
 _MIN_DOC_WORDS = 100
 
 FILE_NAMES: tuple[str, ...] = (
-    "corpus", "qa_train", "qa_test", "ood", "pref_train", "pref_test",
+    "corpus", "qa_train", "qa_test", "ood", "ood_train", "pref_train", "pref_test",
     "cls_train", "cls_test", "facts",
 )
 
@@ -59,7 +59,8 @@ class DemoDomain:
     corpus: list[dict]        # {"id", "title", "text"}
     qa_train: list[dict]      # {"prompt", "completion", "fact_id"}
     qa_test: list[dict]       # {"prompt", "answer", "aliases": [..], "fact_id", "doc_id"}
-    ood: list[dict]           # {"prompt", "answer"}
+    ood: list[dict]           # {"prompt", "answer"}: held out, scores the out-of-domain policy
+    ood_train: list[dict]     # {"prompt", "answer"}: other general questions, to teach the policy
     pref_train: list[dict]    # {"prompt", "chosen", "rejected", "fact_id"}
     pref_test: list[dict]     # same
     cls_train: list[dict]     # {"text", "label"}
@@ -445,8 +446,9 @@ def build_domain(seed: int = 0, n_facts: int = 80) -> DemoDomain:
     _verify(corpus, facts, qa)
     cls_train, cls_test = _make_cls(rng, entities)
     ood = [{"prompt": q, "answer": a} for q, a in W.OOD_QA]
+    ood_train = [{"prompt": q, "answer": a} for q, a in W.OOD_TRAIN_QA]
     return DemoDomain(seed=seed, facts=facts, corpus=corpus, qa_train=qa["qa_train"],
-                      qa_test=qa["qa_test"], ood=ood, pref_train=qa["pref_train"],
+                      qa_test=qa["qa_test"], ood=ood, ood_train=ood_train, pref_train=qa["pref_train"],
                       pref_test=qa["pref_test"], cls_train=cls_train, cls_test=cls_test)
 
 
@@ -462,7 +464,8 @@ model can know these facts. System prompt: "{SYSTEM_PROMPT}"
 | corpus.jsonl | {len(d.corpus)} | id, title, text; each fact is stated in exactly one document |
 | qa_train.jsonl | {len(d.qa_train)} | prompt, completion, fact_id; 3 phrasings per fact |
 | qa_test.jsonl | {len(d.qa_test)} | prompt, answer, aliases, fact_id, doc_id; held-out phrasing |
-| ood.jsonl | {len(d.ood)} | prompt, answer; general knowledge, unrelated to the company |
+| ood.jsonl | {len(d.ood)} | prompt, answer; general knowledge, unrelated to the company (held out) |
+| ood_train.jsonl | {len(d.ood_train)} | prompt, answer; other general questions, to teach the decline policy |
 | pref_train.jsonl | {len(d.pref_train)} | prompt, chosen, rejected, fact_id; training phrasings |
 | pref_test.jsonl | {len(d.pref_test)} | prompt, chosen, rejected, fact_id; held-out phrasing |
 | cls_train.jsonl | {len(d.cls_train)} | text, label ({", ".join(LABELS)}) |

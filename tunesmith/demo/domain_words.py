@@ -112,6 +112,51 @@ OOD_QA: tuple[tuple[str, str], ...] = (
     ("What is the smallest prime number?", "2"),
 )
 
+# Out-of-domain questions for *training* the policy (the help desk declines them); none of them
+# is in OOD_QA, which stays held out for scoring.
+OOD_TRAIN_QA: tuple[tuple[str, str], ...] = (
+    ("What is the capital city of Germany?", "Berlin"),
+    ("How many weeks are there in a year?", "52"),
+    ("Who wrote the novel Pride and Prejudice?", "Jane Austen"),
+    ("What is the tallest mountain on Earth?", "Mount Everest"),
+    ("How many players are on a football team on the pitch?", "11"),
+    ("What is the chemical symbol for iron?", "Fe"),
+    ("Which planet is closest to the Sun?", "Mercury"),
+    ("What is the capital city of Spain?", "Madrid"),
+    ("How many bones are in the adult human body?", "206"),
+    ("What is the main language spoken in Mexico?", "Spanish"),
+    ("Who discovered penicillin?", "Alexander Fleming"),
+    ("What is 7 multiplied by 8?", "56"),
+    ("Which ocean lies between Africa and Australia?", "Indian Ocean"),
+    ("What is the largest mammal in the world?", "blue whale"),
+    ("How many months have 31 days?", "7"),
+    ("What is the capital city of Canada?", "Ottawa"),
+    ("Which metal is liquid at room temperature?", "mercury"),
+    ("Who was the first person to walk on the Moon?", "Neil Armstrong"),
+    ("What is the currency of Japan?", "yen"),
+    ("How many sides does a triangle have?", "3"),
+    ("What is the largest desert in the world?", "Sahara"),
+    ("Which composer wrote the Moonlight Sonata?", "Ludwig van Beethoven"),
+    ("What is the capital city of Australia?", "Canberra"),
+    ("How many seconds are in a minute?", "60"),
+    ("What do bees make?", "honey"),
+    ("Which country is home to the kangaroo?", "Australia"),
+    ("What is the boiling point of water in Fahrenheit?", "212"),
+    ("Who painted The Starry Night?", "Vincent van Gogh"),
+    ("What is the smallest planet in our solar system?", "Mercury"),
+    ("How many hearts does an octopus have?", "3"),
+    ("What is the capital city of Egypt?", "Cairo"),
+    ("Which gas makes up most of the air we breathe?", "nitrogen"),
+    ("What is the square root of 64?", "8"),
+    ("In which city is the Eiffel Tower?", "Paris"),
+    ("What is the longest river in South America?", "Amazon"),
+    ("How many colours are in a rainbow?", "7"),
+    ("Who developed the theory of relativity?", "Albert Einstein"),
+    ("What is frozen water called?", "ice"),
+    ("Which bird is a symbol of peace?", "dove"),
+    ("What is the capital city of Russia?", "Moscow"),
+)
+
 # Customer messages for the classification task. Each label has its own vocabulary
 # (charged/invoice, delivery/parcel, calibrate/display, return/exchange) so a small
 # classifier can learn it. Slots: {p} product, {o} office town, {n} order number.

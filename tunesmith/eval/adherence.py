@@ -1,6 +1,11 @@
 """Domain adherence: does an answer stay inside the user's domain, and are off-domain questions declined?
 
-The default judge is an embedding classifier built from the domain corpus (no LLM judge):
+The primary figure is content grounding (tunesmith.eval.grounding): what an answer asserts must
+be supported by the domain passages retrieved for its question. This module adds the secondary
+topic score, decline detection for the out-of-domain policy, and `adherence_report`, which
+combines them into the numbers the evaluation reports.
+
+The topic score is an embedding classifier built from the domain corpus (no LLM judge):
 
 * the domain documents are cut into sentence-aligned chunks of about `chunk_words` words and
   embedded with all-MiniLM-L6-v2 (tunesmith.embeddings);
@@ -268,43 +273,64 @@ def is_decline(text: str) -> bool:
 SHORT_ANSWER_WORDS = 4
 
 
-def adherence_report(answers: list[str], *, classifier: DomainClassifier, ood_mask: list[bool] | None = None,
-                     ood_policy: str = "decline", questions: list[str] | None = None) -> dict:
+def is_policy_decline(text: str, decline_message: str | None = None) -> bool:
+    """A decline by the phrasings of DECLINE_PATTERNS, or the policy's own decline message."""
+    norm = lambda t: " ".join(re.findall(r"\w+", t.lower()))  # noqa: E731 - punctuation and case do not matter
+    return is_decline(text) or bool(decline_message and norm(decline_message) and norm(decline_message) in norm(text))
+
+
+def _topic(answers: list[str], questions: list[str] | None, index: list[int], classifier) -> tuple[list[int], int]:
+    """The embedding topic score per in-domain answer (a bare value is judged with its question:
+    alone, "472 crowns" has no topic). Returns (0/1 per item, how many were short)."""
+    short = [questions is not None and len(answers[i].split()) <= SHORT_ANSWER_WORDS for i in index]
+    texts = [f"{questions[i]}\n{answers[i]}" if s else answers[i] for i, s in zip(index, short)]
+    return [int(x) for x in classifier.predict(texts)], int(sum(short))
+
+
+def adherence_report(answers: list[str], *, classifier: DomainClassifier | None = None, content=None,
+                     ood_mask: list[bool] | None = None, ood_policy: str = "decline",
+                     questions: list[str] | None = None, decline_message: str | None = None) -> dict:
     """Domain-adherence numbers for one system's answers.
 
-    questions (aligned with `answers`): a bare value ("1986", "472 crowns": at most
-    SHORT_ANSWER_WORDS words) carries no topic of its own, so it is judged together with its
-    question; longer answers are judged alone (a rambling, off-topic answer to a domain question
-    is not rescued by the question).
+    content (a tunesmith.eval.grounding.ContentJudge, needs `questions`): per_item is whether
+    what each answer asserts is supported by the domain passages for its question, the primary
+    figure; the embedding `classifier`'s on-topic score is then the secondary `topic_*` figure.
+    Without `content`, per_item is the topic score (the method before content grounding).
 
     on_domain_share / per_item: over answers to in-domain questions (all answers when no
     ood_mask), in order. ood_handled_share / ood_per_item: over out-of-domain questions, in
-    order; "handled" means the answer declines (policy "decline") or does not (policy "answer").
-    in_index / ood_index give each per-item entry's position in `answers`. Shares are None
-    when their set is empty.
+    order; "handled" means the answer declines (policy "decline": a decline phrasing or the
+    policy's decline_message) or does not (policy "answer"). in_index / ood_index give each
+    per-item entry's position in `answers`. Shares are None when their set is empty.
     """
     if ood_policy not in ("decline", "answer"):
         raise TunesmithError(f"ood_policy must be 'decline' or 'answer', got {ood_policy!r}")
+    if classifier is None and content is None:
+        raise TunesmithError("adherence_report needs a content judge or a topic classifier")
     mask = [False] * len(answers) if ood_mask is None else [bool(m) for m in ood_mask]
     if len(mask) != len(answers):
         raise TunesmithError(f"ood_mask has {len(mask)} entries but there are {len(answers)} answers")
-    in_index = [i for i, m in enumerate(mask) if not m]
-    ood_index = [i for i, m in enumerate(mask) if m]
     if questions is not None and len(questions) != len(answers):
         raise TunesmithError(f"{len(questions)} questions for {len(answers)} answers")
-    short = [questions is not None and len(answers[i].split()) <= SHORT_ANSWER_WORDS for i in in_index]
-    texts = [f"{questions[i]}\n{answers[i]}" if s else answers[i] for i, s in zip(in_index, short)]
-    on = classifier.predict(texts)  # (n_in,) bool
-    per_item = [int(x) for x in on]
-    report: dict = {
-        "on_domain_share": float(np.mean(per_item)) if per_item else None,
-        "per_item": per_item,
-        "n_in": len(in_index),
-        "short_answers_with_question": int(sum(short)),
-        "threshold": classifier.threshold,
-    }
+    if content is not None and questions is None:
+        raise TunesmithError("content adherence needs the questions (passages are retrieved for them)")
+    in_index = [i for i, m in enumerate(mask) if not m]
+    ood_index = [i for i, m in enumerate(mask) if m]
+    report: dict = {"n_in": len(in_index)}
+    if classifier is not None:
+        topic, n_short = _topic(answers, questions, in_index, classifier)
+        report.update(topic_per_item=topic, topic_share=float(np.mean(topic)) if topic else None,
+                      short_answers_with_question=n_short, threshold=classifier.threshold)
+    if content is not None:
+        details = content.judge_all([answers[i] for i in in_index], [questions[i] for i in in_index])
+        per_item = [d["adheres"] for d in details]
+        report.update(method=content.settings(), details=details)
+    else:
+        per_item = report["topic_per_item"]
+        report["method"] = {"method": "embedding topic classifier"}
+    report.update(on_domain_share=float(np.mean(per_item)) if per_item else None, per_item=per_item)
     if ood_mask is not None:
-        declines = [is_decline(answers[i]) for i in ood_index]
+        declines = [is_policy_decline(answers[i], decline_message) for i in ood_index]
         handled = [int(d) if ood_policy == "decline" else int(not d) for d in declines]
         report.update({
             "ood_handled_share": float(np.mean(handled)) if handled else None,

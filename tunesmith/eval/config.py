@@ -52,11 +52,14 @@ class EvalConfig:
     n_samples: int = option(1, "code: completions per task (pass@k needs n >= k and temperature > 0)", minimum=1)
     pass_k: list[int] = option(default_factory=lambda: [1], doc="code: the k values of pass@k")
     code_timeout_s: float = option(10.0, "code: wall-clock limit per test run", minimum=0.1)
+    show_tests: bool | None = option(None, "code: show the tests in the prompt (MBPP convention) or not (HumanEval: the tests only grade); unset: shown by the default prompt, or as a custom prompt's {tests} says")
     batch_size: int = option(16, "Prompts generated together", minimum=1)
     bootstrap: int = option(1000, "Bootstrap resamples for confidence intervals", minimum=100)
     domain_corpus: str | None = option(None, "Domain corpus (text dataset): enables the domain-adherence score of answers")
     ood_data: str | None = option(None, "Out-of-domain questions (prompt field): scored for the out-of-domain policy")
     ood_policy: Literal["decline", "answer"] = option("decline", "What a model should do with out-of-domain questions")
+    decline_message: str | None = option(None, "The policy's decline reply: an out-of-domain answer containing it counts as declined (besides the usual decline phrasings)")
+    adherence_passages: int = option(2, "Domain adherence: passages retrieved from domain_corpus for each question; what an answer asserts must be in them", minimum=1, maximum=50)
     general_ability: bool = option(False, "Also measure general-ability retention (perplexity and probe)")
     general_ability_base: bool = option(True, "With general_ability: also measure the run's base model and report the drop")
     judge: JudgeSettings = field(default_factory=JudgeSettings)
@@ -67,8 +70,23 @@ class EvalConfig:
             raise ConfigError("reference_file: required with format: lines (the line-aligned references)")
         if self.format == "tsv" and not self.columns:
             raise ConfigError("columns: required with format: tsv (e.g. [label, sentence])")
+        if self.task == "code" and self.show_tests is not None and self.prompt and \
+                ("{tests}" in self.prompt) != self.show_tests:
+            raise ConfigError(f"show_tests: {str(self.show_tests).lower()} contradicts the prompt template, which "
+                              f"{'shows' if '{tests}' in self.prompt else 'does not show'} {{tests}}")
         if self.task == "code" and max(self.pass_k) > self.n_samples:
             raise ConfigError(f"pass_k: k={max(self.pass_k)} needs n_samples >= {max(self.pass_k)}")
+
+    @property
+    def tests_in_prompt(self) -> bool:
+        """code: whether the prompt shows the tests that grade the answer (the effective show_tests)."""
+        if self.task != "code":
+            return False
+        if self.show_tests is not None:
+            return self.show_tests
+        from tunesmith.eval.tasks import DEFAULT_PROMPTS
+
+        return "{tests}" in (self.prompt or DEFAULT_PROMPTS["code"])
 
     @property
     def dataset_name(self) -> str:
@@ -83,6 +101,11 @@ class EvalConfig:
         for k in ("output_dir", "name"):
             d.pop(k, None)
         d["judge"] = {k: v for k, v in d["judge"].items() if k in ("model", "rubrics", "domain")} if self.judge.base_url else None
+        # The effective value keys the cache (unset and an explicit true build the same prompt);
+        # other tasks never show tests, so their cached results stay valid.
+        d.pop("show_tests", None)
+        if self.task == "code":
+            d["show_tests"] = self.tests_in_prompt
         return d
 
 

@@ -23,8 +23,9 @@ from tunesmith.runs import SCHEMA_VERSION, update_run
 
 EVAL_VERSION = 1  # bump when scoring changes, so cached results are recomputed
 # Domain adherence's own version, in the cache key only of evaluations that score it (v2: bare
-# answers judged with their question; out-of-domain questions asked through the run's recipe).
-ADHERENCE_VERSION = 2
+# answers judged with their question; out-of-domain questions asked through the run's recipe;
+# v3: content grounding in the passages retrieved for each question is the primary figure).
+ADHERENCE_VERSION = 3
 
 
 def model_run_dir(spec: str, output_dir: str | Path = "runs") -> Path:
@@ -165,6 +166,8 @@ def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool =
     }
     if retrieval:
         result["retrieval"] = retrieval
+    if cfg.task == "code":
+        result["show_tests"] = cfg.tests_in_prompt  # whether the graders' tests were in the prompt
     if (run / "metrics.jsonl").exists():
         from tunesmith.eval.overfitting import analyse_metrics
 
@@ -279,8 +282,13 @@ def _adherence(run: Path, model, tok, preds, questions, cfg, system, progress) -
     from tunesmith.prompting import Recipe
     from tunesmith.resources import load_resource
 
-    corpus = [r["text"] for r in load_dataset(cfg.domain_corpus).rows()]
-    clf = DomainClassifier.fit(corpus, [r["text"] for r in load_resource("general_text")], seed=cfg.seed)
+    from tunesmith.eval.grounding import ContentJudge
+
+    rows = load_dataset(cfg.domain_corpus, "text").rows()
+    docs = [{"id": str(r.get("id") or r.get("source") or f"doc-{i:04d}"), "title": r.get("title", ""), "text": r["text"]}
+            for i, r in enumerate(rows)]
+    clf = DomainClassifier.fit([d["text"] for d in docs], [r["text"] for r in load_resource("general_text")], seed=cfg.seed)
+    content = ContentJudge(docs, k=cfg.adherence_passages, embedder=clf.embedder)
     answers, mask, qs = list(preds), [False] * len(preds), list(questions)
     if cfg.ood_data:
         ood = [str(r.get("prompt") or r.get("question")) for r in read_records(EvalConfig(data=cfg.ood_data, task="qa", limit=None))]
@@ -293,7 +301,8 @@ def _adherence(run: Path, model, tok, preds, questions, cfg, system, progress) -
         answers += generate_batch(model, tok, convs, gs, batch_size=cfg.batch_size, progress=progress)
         mask += [True] * len(ood)
         qs += ood
-    rep = adherence_report(answers, classifier=clf, ood_mask=mask if cfg.ood_data else None, ood_policy=cfg.ood_policy, questions=qs)
+    rep = adherence_report(answers, classifier=clf, content=content, ood_mask=mask if cfg.ood_data else None,
+                           ood_policy=cfg.ood_policy, questions=qs, decline_message=cfg.decline_message)
     rep["calibration"] = clf.calibration
     return rep
 

@@ -22,6 +22,8 @@ DEFAULT_PROMPTS = {
     "math": "{prompt}\nSolve step by step, then give the final answer on the last line as '#### <number>'.",
     "code": "{prompt}\nYour code should pass these tests:\n{tests}\nWrite the Python code in a ```python block.",
 }
+# code with show_tests false: the tests grade the answer and are not part of the task (HumanEval).
+CODE_PROMPT_NO_TESTS = "{prompt}\nWrite the Python code in a ```python block."
 
 
 @dataclass
@@ -52,6 +54,8 @@ def _text(v) -> str:
 
 def _render_prompt(rec: dict, cfg) -> str:
     template = cfg.prompt or DEFAULT_PROMPTS.get(cfg.task)
+    if cfg.task == "code" and not cfg.prompt and getattr(cfg, "show_tests", None) is False:
+        template = CODE_PROMPT_NO_TESTS
     if not template:
         return _text(_get(rec, "prompt", cfg.fields))
     view = {k: _text(v) for k, v in rec.items()}

@@ -27,8 +27,27 @@ class StudyData:
     preference_test: str | None = option(None, "Held-out preference pairs: preference accuracy of every generative arm")
     classification_train: str | None = option(None, "Classification data for the task-head arm")
     classification_test: str | None = option(None, "Held-out classification data: every arm is scored on it (generative arms by label likelihood)")
-    ood: str | None = option(None, "Out-of-domain questions: scored against the out-of-domain policy")
+    ood: str | None = option(None, "Held-out out-of-domain questions (prompt field): every arm is scored against policy.out_of_domain on them")
     system_prompt: str | None = option(None, "System prompt shared by every arm (training and evaluation)")
+    validation: str | None = option(None, "Validation data in data.train's format: training arms report validation loss on it and keep their best checkpoint by it (unset: carved from data.train, see val_fraction)")
+    val_fraction: float = option(0.1, "Share of data.train (and of preference_train, classification_train) carved out as the study's validation split when no validation file is given; 0 turns validation off", minimum=0.0, maximum=0.5)
+
+
+@dataclass
+class StudyPolicy:
+    """What every arm should do with questions outside the domain: stated once, given to each arm
+    in the form its regimen uses (see tunesmith.study.prepare)."""
+
+    out_of_domain: Literal["decline", "answer"] = option("decline", "What models should do with out-of-domain questions (data.ood scores it)")
+    decline_message: str = option("Sorry, I can only answer questions about this domain.", "The reply that declines an out-of-domain question: prompting arms are told to give it, training arms learn it from policy.examples")
+    statement: str | None = option(None, "The policy as told to prompting arms, appended to their system prompt (default: built from decline_message)")
+    examples: str | None = option(None, "Out-of-domain training questions (prompt[, answer]), distinct from data.ood: added to SFT/GRPO training data and to the prompting arms' example pool with the decline as answer, and to DPO pairs (decline chosen over the answer)")
+
+    def told(self) -> str | None:
+        """The sentence a prompting arm's system prompt gets, or None under policy 'answer'."""
+        if self.out_of_domain != "decline":
+            return None
+        return self.statement or f'If a question is not about this domain, reply exactly: "{self.decline_message}"'
 
 
 @dataclass
@@ -40,7 +59,7 @@ class StudyEval:
     max_new_tokens: int = option(32, "Longest generated answer", minimum=1)
     limit: int | None = option(None, "Evaluate only the first N test items", minimum=1)
     batch_size: int = option(16, "Prompts generated together", minimum=1)
-    ood_policy: Literal["decline", "answer"] = option("decline", "What models should do with out-of-domain questions")
+    show_tests: bool | None = option(None, "code: show the tests in the prompt (MBPP convention) or not (HumanEval: the tests only grade the answer); unset: shown")
     domain_adherence: bool = option(True, "Score domain adherence (needs data.corpus)")
     general_ability: bool = option(True, "Measure general-ability retention (shipped perplexity text and probe)")
     judge_url: str | None = option(None, "OpenAI-compatible judge endpoint for helpfulness (unset: reference-similarity proxy)")
@@ -73,9 +92,11 @@ class StudyConfig:
     baseline: str | None = option(None, "The arm others are compared against (default: the first prompting arm)")
     data: StudyData = option(doc="The shared data", default_factory=lambda: StudyData(train="", test=""))
     eval: StudyEval = field(default_factory=StudyEval)
+    policy: StudyPolicy = field(default_factory=StudyPolicy)
     budget: StudyBudget = field(default_factory=StudyBudget)
     defaults: dict[str, Any] = option(default_factory=dict, doc="Training-config overrides applied to every arm before its own `set`")
     arms: list[ArmConfig] = option(default_factory=list, doc="The arms to compare")
+    notes: list[str] = option(default_factory=list, doc="Notes printed in the report (what the study left out and why)")
 
     def validate(self) -> None:
         if not self.data.train or not self.data.test:
@@ -94,6 +115,8 @@ class StudyConfig:
                     raise ConfigError(f"arms.{a.name}.{what}: {ref!r} must be listed before {a.name!r}")
         if self.baseline and self.baseline not in names:
             raise ConfigError(f"baseline: no arm named {self.baseline!r}")
+        if self.policy.examples and not self.data.ood:
+            raise ConfigError("policy.examples: set data.ood too (held-out out-of-domain questions), or the policy taught is never measured")
         if self.budget.match == "steps" and not self.budget.steps:
             raise ConfigError("budget.steps: required with budget.match: steps")
         if self.budget.match == "epochs" and not self.budget.epochs:

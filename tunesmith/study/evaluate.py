@@ -20,6 +20,7 @@ from tunesmith.atomic import write_json_atomic
 def _eval_cfg(study, seed: int, **kw) -> EvalConfig:
     e = study.eval
     base = dict(max_new_tokens=e.max_new_tokens, limit=e.limit, batch_size=e.batch_size, seed=seed, stop=list(e.stop),
+                show_tests=e.show_tests,
                 output_dir=str(study.study_dir / "runs"), judge=JudgeSettings(base_url=e.judge_url, model=e.judge_model))
     base.update(kw)
     return EvalConfig(**base)
@@ -33,7 +34,8 @@ def test_eval_cfg(study, seed: int = 0, **kw) -> EvalConfig:
     adherence = e.domain_adherence and generates
     return _eval_cfg(study, seed, data=study.data.test, task=e.task, labels=e.labels,
                      domain_corpus=study.data.corpus if adherence and study.data.corpus else None,
-                     ood_data=study.data.ood if adherence else None, ood_policy=e.ood_policy,
+                     ood_data=study.data.ood if adherence else None, ood_policy=study.policy.out_of_domain,
+                     decline_message=study.policy.decline_message if study.policy.out_of_domain == "decline" else None,
                      general_ability=e.general_ability, general_ability_base=False, **kw)
 
 

@@ -15,9 +15,11 @@ from tunesmith.errors import ConfigError
 
 WEIGHT_REGIMENS = ("sft", "cpt", "head", "dpo", "grpo")
 PROMPTING = ("prompt", "rag")
-# Which study data each regimen trains on.
+# Which study data each regimen trains on, and which validation split goes with it (see
+# tunesmith.study.prepare: both are the study's derived files, not the raw data section).
 TRAIN_DATA = {"sft": "train", "prompt": "train", "rag": "train", "grpo": "train", "cpt": "corpus",
               "head": "classification_train", "dpo": "preference_train"}
+VALIDATION = {"sft": "validation", "head": "classification_validation", "dpo": "preference_validation"}
 
 
 @dataclass
@@ -51,13 +53,21 @@ def _data_hash(paths: list[str | None]) -> str:
     return hashlib.sha256("|".join(file_sha256(p) if p and Path(p).exists() else f"missing:{p}" for p in paths).encode()).hexdigest()
 
 
-def _train_config(study, arm, model: str, seed: int, job_name: str, parents: dict[str, "Job"]) -> TrainConfig:
+def _train_config(study, arm, model: str, seed: int, job_name: str, parents: dict[str, "Job"], prep) -> TrainConfig:
     source = TRAIN_DATA[arm.regimen]
-    train_path = getattr(study.data, source)
+    train_path = getattr(study.data, source) if source == "corpus" else getattr(prep, source)
     if arm.regimen in WEIGHT_REGIMENS and not train_path:
         raise ConfigError(f"arms.{arm.name}: regimen {arm.regimen} trains on data.{source}, which the study does not set")
+    system = study.data.system_prompt
+    if arm.regimen in PROMPTING and study.policy.told():
+        # Prompting arms are told the out-of-domain policy; trained arms learn it from data.
+        system = " ".join(x for x in (system, study.policy.told()) if x)
     base = {"name": job_name, "output_dir": str(study.study_dir / "runs"), "seed": seed, "regimen": arm.regimen,
-            "model": {"name": model}, "data": {"train": train_path or "", "system_prompt": study.data.system_prompt}}
+            "model": {"name": model}, "data": {"train": train_path or "", "system_prompt": system}}
+    if arm.regimen in VALIDATION:
+        val = getattr(prep, VALIDATION[arm.regimen])
+        # The study's split or none: an arm never carves a second, different one of its own.
+        base["data"].update({"validation": val} if val else {"val_fraction": 0.0})
     if arm.regimen == "rag":
         base["rag"] = {"corpus": study.data.corpus}
     if arm.after:
@@ -93,6 +103,9 @@ def _non_default(d: dict, ref: dict) -> dict:
 
 def plan(study) -> list[Job]:
     """Every job of the study in dependency order (an arm's parents come first)."""
+    from tunesmith.study.prepare import prepare_data
+
+    prep = prepare_data(study)
     many = len(study.models) > 1 or len(study.seeds) > 1
     defaults = configlib.to_dict(TrainConfig())  # what _non_default compares every job's config with
     jobs: list[Job] = []
@@ -101,7 +114,7 @@ def plan(study) -> list[Job]:
             parents: dict[str, Job] = {}
             for arm in study.arms:
                 jid = f"{arm.name}/{_short(model)}/seed{seed}" if many else arm.name
-                cfg = _train_config(study, arm, model, seed, jid.replace("/", "__"), parents)
+                cfg = _train_config(study, arm, model, seed, jid.replace("/", "__"), parents, prep)
                 deps = [parents[p] for p in (arm.after, arm.on) if p]
                 # The key covers what changes results: the resolved config (run paths replaced
                 # by the parents' keys), the data files' contents and the code version.
@@ -111,7 +124,7 @@ def plan(study) -> list[Job]:
                     content["init_from"] = parents[arm.after].key
                 if arm.on:
                     content.setdefault("model", {})["name"] = parents[arm.on].key
-                data = _data_hash([cfg.data.train or None, cfg.rag.corpus if cfg.regimen == "rag" else None])
+                data = _data_hash([cfg.data.train or None, cfg.data.validation, cfg.rag.corpus if cfg.regimen == "rag" else None])
                 key = hashlib.sha256(json.dumps({"cfg": content, "data": data, "code": __version__}, sort_keys=True, default=str).encode()).hexdigest()[:20]
                 job = Job(jid, arm.name, model, seed, arm.regimen, cfg, key, [d.id for d in deps], arm.report)
                 parents[arm.name] = job

@@ -17,9 +17,10 @@ from html import escape
 from pathlib import Path
 
 from tunesmith.study import plots
+from tunesmith.study.significance import CORRECTION, SHORT, TESTS, criterion_test, holm_adjust, p_digits, pair_p
 from tunesmith.study.verdict import (
-    completed_arms, fmt_ci, fmt_count, fmt_duration, fmt_num, higher_is_better, is_baseline, main_criterion,
-    measured_proxies, metric, verdict, verdict_paragraph,
+    completed_arms, criterion_label, fmt_ci, fmt_count, fmt_duration, fmt_num, higher_is_better, is_baseline,
+    main_criterion, majority_reference, measured_proxies, metric, verdict, verdict_paragraph,
 )
 
 MAX_EXAMPLES = 12
@@ -33,7 +34,7 @@ DASH = "\u2014"
 # --------------------------------------------------------------------------- formatting
 
 def _fmt_p(p: float | None) -> str:
-    return DASH if p is None else "< 0.001" if p < 0.001 else f"{p:.2g}" if p < 0.1 else f"{p:.2f}"
+    return DASH if p is None else p_digits(p)
 
 
 def _fmt_diff(row: dict) -> str:
@@ -77,17 +78,57 @@ def _best_values(results: dict) -> dict[str, float]:
     return best
 
 
+def _baseline_tests(results: dict, main: str | None) -> dict[str, tuple[float | None, float | None]]:
+    """{arm id: (raw p, Holm-Bonferroni adjusted p)} of every arm against its baseline on the main
+    criterion, with the criterion's test; the column's comparisons are one family."""
+    if not main:
+        return {}
+    test = criterion_test(results, main)
+    ids, ps = [], []
+    for a in completed_arms(results):
+        row = (a.get("vs_baseline") or {}).get(main)
+        if row and not is_baseline(results, a):
+            ids.append(a["id"])
+            ps.append(pair_p(row, test))
+    return dict(zip(ids, zip(ps, holm_adjust(ps))))
+
+
+def _reference_row(results: dict, crits: list[str], tested: bool) -> list | None:
+    """The majority-class reference as a row: the score of always answering the most frequent label."""
+    ref = majority_reference(results)
+    if not ref or ref.get("criterion") not in crits:
+        return None
+    name = f"always \"{ref['label']}\" (most frequent label of the {ref['source']})"
+    return ([name, "reference"] + [fmt_num(ref["value"]) if c == ref["criterion"] else DASH for c in crits]
+            + [DASH] + ([DASH, DASH] if tested else []))
+
+
+def _stat_notes(results: dict, crits: list[str], main: str | None, base: str | None, tested: bool) -> list[str]:
+    """Which test each criterion's comparisons use, and the correction for multiple comparisons."""
+    by_test: dict[str, list[str]] = {}
+    for c in crits:
+        by_test.setdefault(criterion_test(results, c), []).append(criterion_label(results, c))
+    tests = "; ".join(f"{', '.join(labels)}: {TESTS[t][0]}" for t, labels in by_test.items())
+    out = [f"Significance tests, one per criterion ({tests}). p-values are shown with as many digits as it takes "
+           f"not to round them onto the 0.05 threshold; every verdict is read from {CORRECTION}-adjusted p-values "
+           "over the comparisons it makes on that criterion."]
+    if main and tested:
+        out.append(f"p: the {SHORT[criterion_test(results, main)]} p of each arm against the baseline ({base}) on "
+                   f"{criterion_label(results, main)}; {CORRECTION} p: adjusted over the comparisons in that column.")
+    return out
+
+
 def results_table(results: dict) -> dict:
-    """Arms as rows; each criterion as 'value [low, high]'; diff and p vs the baseline on correctness."""
+    """Arms as rows; each criterion as 'value [low, high]'; diff, raw and adjusted p vs the baseline on correctness."""
     crits = list(results.get("criteria", {}))
     main, base = main_criterion(results), results.get("baseline")
-    arms = results.get("arms", [])
-    mcnemar = any(((a.get("vs_baseline") or {}).get(main) or {}).get("mcnemar_p") is not None for a in arms)
+    tests = _baseline_tests(results, main)
+    tested = any(p is not None for p, _ in tests.values())
     best = _best_values(results)
-    header = ["Arm", "Kind"] + [_label(results, c) for c in crits] + ["\u0394 " + _label(results, main).lower(), "p"]
-    header += ["McNemar p"] if mcnemar else []
+    header = ["Arm", "Kind"] + [_label(results, c) for c in crits] + ["\u0394 " + _label(results, main).lower()]
+    header += ["p", f"{CORRECTION} p"] if tested else []
     rows, classes = [], []
-    for arm in arms:
+    for arm in results.get("arms", []):
         status = arm.get("status", "completed")
         kind = arm.get("kind", "") + ("" if status == "completed" else f" ({status})")
         row = [arm["id"], kind]
@@ -95,22 +136,48 @@ def results_table(results: dict) -> dict:
             m = metric(arm, c) if status == "completed" else None
             row.append((fmt_ci(m), "best") if m and m["value"] == best.get(c) else fmt_ci(m) if m else DASH)
         vs = (arm.get("vs_baseline") or {}).get(main) or {}
+        p, p_adj = tests.get(arm["id"], (None, None))
         if is_baseline(results, arm):
-            row += ["baseline", DASH] + ([DASH] if mcnemar else [])
+            row += ["baseline"] + ([DASH, DASH] if tested else [])
         else:
-            row += [_fmt_diff(vs) if vs else DASH, _fmt_p(vs.get("p_value"))]
-            row += [_fmt_p(vs.get("mcnemar_p"))] if mcnemar else []
+            row += [_fmt_diff(vs) if vs else DASH] + ([_fmt_p(p), _fmt_p(p_adj)] if tested else [])
         rows.append(row)
         classes.append(" ".join(x for x in (status if status != "completed" else "",
                                             "baseline" if is_baseline(results, arm) else "") if x))
+    ref = _reference_row(results, crits, tested)
+    if ref:
+        rows.append(ref)
+        classes.append("reference")
     notes = ["value [low, high]: the score with its 95% interval. Bold: the best value in the column. "
-             f"\u0394 and p: paired difference from the baseline ({base}) with its interval and p-value. "
+             f"\u0394: paired difference from the baseline ({base}) with its interval. "
              f"{DASH}: not measured for that arm (a classification head writes no free text) or the arm did not complete."]
+    notes += _stat_notes(results, crits, main, base, tested)
+    if ref:
+        r = majority_reference(results)
+        notes.append(f"Reference row: always answering \"{r['label']}\", the most frequent label of the {r['source']}"
+                     + ("" if r["source"] == "training data" else " (the study has no labelled training data to take it from)")
+                     + "; an arm that does not score above it does no better than that constant answer.")
     notes += [f"{(c.get('label') or n)} is a proxy ({c.get('metric')}): similarity to the reference answer, "
               "not a judgement of helpfulness." for n, c in measured_proxies(results).items()]
-    groups = [("", 2 + len(crits)), (f"vs baseline ({base})" if base else "vs baseline", 3 if mcnemar else 2)]
+    notes += _code_notes(results)
+    groups = [("", 2 + len(crits)), (f"vs baseline ({base})" if base else "vs baseline", 3 if tested else 1)]
     return {"caption": "Results per arm (95% intervals)", "header": header, "groups": groups, "rows": rows,
             "row_classes": classes, "notes": notes}
+
+
+def _code_notes(results: dict) -> list[str]:
+    """On a code task, whether the tests that grade an answer were shown in its prompt."""
+    c = (results.get("criteria") or {}).get("correctness") or {}
+    if c.get("task") != "code":
+        return []
+    shown = c.get("tests_shown")
+    if shown is None:
+        # results.json of a study: the study's setting; unset keeps the MBPP default (tests shown)
+        shown = (((results.get("study_config") or {}).get("eval") or {}).get("show_tests"))
+        shown = True if shown is None else shown
+    return [f"Code: tests shown in the prompt: {'yes' if shown else 'no'}"
+            + (" (MBPP convention: the prompt lists the asserts that grade the answer)." if shown
+               else " (the asserts only grade the answer).")]
 
 
 def _flat_metrics(d: dict, prefix: str = "") -> list[tuple[str, str, str]]:
@@ -166,6 +233,26 @@ def curves_table(results: dict) -> dict | None:
                      of.get("evidence") or ""])
     return {"caption": "Training curves", "rows": rows, "notes": [],
             "header": ["Arm", "Final training loss", "Best validation loss", "Overfitting", "Evidence"]} if rows else None
+
+
+def study_notes(results: dict) -> list[str]:
+    """What the study derived from its data and what it left out: the validation split, the
+    out-of-domain policy and how each kind of arm got it, and the study's own notes."""
+    out = []
+    for name, d in (results.get("data_preparation") or {}).items():
+        if d.get("validation_source"):
+            out.append(f"Validation for arms trained on {name}: {d['validation_source']} ({d['validation_records']} records).")
+        elif d.get("validation_records"):
+            out.append(f"Validation split carved from {name}: {d['validation_records']} of {d['records']} records "
+                       f"({d['val_fraction']:.0%}, seed {d['split_seed']}); training arms report validation loss on it and keep "
+                       "their best checkpoint by it; prompting arms never see it.")
+    pol = results.get("policy") or {}
+    if pol.get("ood") == "decline" and (pol.get("told_prompting_arms") or pol.get("examples")):
+        n = max([d.get("policy_examples", 0) for d in (results.get("data_preparation") or {}).values()] or [0])
+        out.append(f"Out-of-domain policy: decline with \"{pol.get('decline_message')}\". Prompting arms are told so in their "
+                   f"system prompt; training arms learn it from {n} out-of-domain examples in their training data (DPO: as "
+                   "pairs preferring the decline).")
+    return out + list(results.get("notes") or [])
 
 
 def config_table(results: dict) -> dict | None:
@@ -270,6 +357,8 @@ def render_markdown(results: dict, v: dict) -> str:
     out += [md_table(curves)] if curves else []
     warns = v.get("warnings", [])
     out += [f"## Warnings ({len(warns)})", ""] + ([f"- {md_escape(w)}" for w in warns] or ["None."]) + [""]
+    notes = study_notes(results)
+    out += ["## Study notes", ""] + [f"- {md_escape(n)}" for n in notes] + [""] if notes else []
     out += ["## Examples", "", _md_examples(results)]
     cfg = config_table(results)
     out += ["## Config differences", "", md_table(cfg) if cfg else "The arms share every setting.\n"]
@@ -292,7 +381,7 @@ th,td{border:1px solid #dcdfe4;padding:5px 9px;text-align:left;vertical-align:to
 thead th{background:#f2f4f7}tbody tr:nth-child(even){background:#fafbfc}
 table:not(.examples) th[scope=row]{white-space:nowrap}table.data td{white-space:nowrap;font-variant-numeric:tabular-nums}
 td.best{font-weight:700;background:#e3f2e6}td.warn{color:#b3261e;font-weight:700}
-tr.failed,tr.skipped{color:#8a8a8a}tr.baseline th{font-style:italic}
+tr.failed,tr.skipped{color:#8a8a8a}tr.baseline th,tr.reference th,tr.reference td{font-style:italic}
 .note{color:#555;font-size:13px;margin:2px 0 12px}
 .plots{display:flex;flex-wrap:wrap;gap:4px 24px}
 figure{margin:12px 0;display:table}figure svg{display:block;max-width:100%;height:auto;border:1px solid #ececec;border-radius:4px}
@@ -424,6 +513,8 @@ def render_html(results: dict, v: dict) -> str:
          + (html_table(curves, "curves") if curves else "")),
         ("warnings", f"Warnings ({len(warns)})",
          '<ul class="warnings">' + "".join(f"<li>{_h(w)}</li>" for w in warns) + "</ul>" if warns else "<p>None.</p>"),
+        *([("notes", "Study notes", "<ul>" + "".join(f"<li>{_h(n)}</li>" for n in study_notes(results)) + "</ul>")]
+          if study_notes(results) else []),
         ("examples", "Examples", _examples_html(results)),
         ("config", "Config differences",
          (html_table(cfg) if cfg else "<p>The arms share every setting.</p>") + _configs_html(results)),

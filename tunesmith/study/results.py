@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tunesmith.eval.stats import bootstrap_ci, mcnemar, paired_bootstrap
+from tunesmith.eval.stats import bootstrap_ci, mcnemar, paired_bootstrap, sign_flip_test
 from tunesmith.runs import SCHEMA_VERSION, env_info
 
 
@@ -50,11 +50,16 @@ def _criteria_of(ev: dict, test_name: str, run: Path) -> tuple[dict, dict]:
             items["helpfulness"] = {i: s["scores"].get("judge_helpfulness") for i, s in samples.items()}
         a = qa.get("adherence")
         if a and a.get("per_item"):
-            # Staying in the domain: on-topic answers to the domain's questions, and the
-            # out-of-domain policy kept on the out-of-domain questions (when the study has them).
-            per = [float(x) for x in a["per_item"]] + [float(x) for x in a.get("ood_per_item") or []]
+            # Two separate criteria: what the answers to the domain's questions assert is supported
+            # by the domain (in-domain adherence), and the out-of-domain policy kept on the
+            # out-of-domain questions. Mixed into one share they hide each other.
+            per = [float(x) for x in a["per_item"]]
             vals["domain_adherence"] = bootstrap_ci(per)
             items["domain_adherence"] = dict(enumerate(per))
+        if a and a.get("ood_per_item"):
+            per = [float(x) for x in a["ood_per_item"]]
+            vals["ood_policy"] = bootstrap_ci(per)
+            items["ood_policy"] = dict(enumerate(per))
         g = qa.get("general_ability", {}).get("model")
         if g:
             vals["retention"] = {"value": g["probe_accuracy"], **{k: g["probe_accuracy_ci"][k] for k in ("low", "high", "n")}}
@@ -71,11 +76,16 @@ def _criteria_of(ev: dict, test_name: str, run: Path) -> tuple[dict, dict]:
 
 
 def _pair(mine: dict, other: dict) -> dict | None:
+    """Paired comparison of two arms on the items both scored: the paired bootstrap (difference,
+    its interval, `p_value`), a paired sign-flip permutation test (`permutation_p`, any per-item
+    score) and, when every score is 0/1, McNemar's exact test (`mcnemar_p`). Which p the verdict
+    uses is decided per criterion (`record_tests`), so every pair of a criterion uses one test."""
     ids = [i for i in mine if i in other and mine[i] is not None and other[i] is not None]
     if len(ids) < 2:
         return None
     a, b = [float(other[i]) for i in ids], [float(mine[i]) for i in ids]
     out = paired_bootstrap(a, b, n_resamples=1000)
+    out["permutation_p"] = sign_flip_test(a, b)["p_value"]
     if all(v in (0.0, 1.0) for v in a + b):
         out["mcnemar_p"] = mcnemar([int(v) for v in a], [int(v) for v in b])["p_value"]
     return out
@@ -85,6 +95,29 @@ def _curves(run: Path) -> dict:
     p = run / "metrics.jsonl"
     lines = [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.exists() else []
     return {"train": [[x["step"], x["loss"]] for x in lines if "loss" in x], "val": [[x["step"], x["val_loss"]] for x in lines if "val_loss" in x]}
+
+
+def _overfitting(job, run: Path, ev: dict, status: str) -> dict | None:
+    """The overfitting verdict of a training arm: from its test evaluation when that gave one, else
+    read from its metrics.jsonl (a head arm has no generated test); None for prompting arms."""
+    from tunesmith.eval.overfitting import analyse_metrics
+
+    got = ev.get("test", {}).get("overfitting")
+    if got is not None or job.kind != "training" or status != "completed":
+        return got
+    if not (run / "metrics.jsonl").exists():
+        return {"overfitting": None, "evidence": "no metrics.jsonl: the run logged no losses"}
+    out = analyse_metrics(run)
+    if out["overfitting"] is None and not out["n_val_evals"]:
+        out["evidence"] = f"no validation loss logged ({job.regimen} has no validation split in this study)"
+    return out
+
+
+def prepared_summary(study) -> dict:
+    """What the study derived from its data (validation split sizes, policy examples added)."""
+    from tunesmith.study.prepare import prepare_data
+
+    return prepare_data(study).summary
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -151,6 +184,7 @@ def build_results(study, jobs, outcomes: dict, *, wall_seconds: float, invocatio
     shown = [j for j in jobs if j.report]
     baseline = study.baseline or next((j.arm for j in shown if j.kind == "prompting"), shown[0].arm)
     overlap = _overlap(study)
+    arm_after = {a.name: a.after for a in study.arms}
     arms, vectors = [], {}
     for j in shown:
         o = outcomes.get(j.id, {"status": "skipped", "error": "not run"})
@@ -168,6 +202,11 @@ def build_results(study, jobs, outcomes: dict, *, wall_seconds: float, invocatio
             # and containment (the reference appears in the answer) show the content.
             m = ev["test"]["metrics"]
             extra["answer"] = {k: _ci(m[k]) for k in ("f1", "contains") if isinstance(m.get(k), dict)}
+        adh = ev.get("test", {}).get("adherence") or {}
+        if adh.get("topic_per_item") and adh.get("details") is not None:
+            # The secondary adherence figure: answers on the domain's topic (embedding classifier),
+            # which a fluent invention about a domain product passes; content grounding is the criterion.
+            extra["domain_topic"] = bootstrap_ci([float(x) for x in adh["topic_per_item"]])
         if ev.get("test", {}).get("retrieval"):
             extra["retrieval_recall"] = {k: v for k, v in ev["test"]["retrieval"].items() if k.startswith("recall")}
         if ev.get("test", {}).get("task") == "classification":
@@ -188,33 +227,95 @@ def build_results(study, jobs, outcomes: dict, *, wall_seconds: float, invocatio
                      "trainable_params": meta.get("trainable_params", 0), "total_params": meta.get("total_params"),
                      "peak_memory_mib": meta.get("peak_memory_mib"),
                      "eval_seconds_per_item": ev.get("test", {}).get("seconds_per_item")},
-            "curves": _curves(run), "overfitting": ev.get("test", {}).get("overfitting"),
+            "curves": _curves(run), "overfitting": _overfitting(j, run, ev, o["status"]),
             "label_counts": _label_counts(run, test_name) if ev.get("test", {}).get("task") == "classification" else None,
             "data": {"train_records": manifest.get("counts", {}).get("train"), "test_records": ev.get("test", {}).get("n"),
                      "overlap_train_test": overlap},
         })
     base_ids = [a["id"] for a in arms if a["arm"] == baseline]
+    by_arm = {(j.arm, j.model, j.seed): j.id for j in shown}
+    starts = {j.id: by_arm.get((arm_after[j.arm], j.model, j.seed)) for j in shown if arm_after.get(j.arm)}
     for a in arms:
         # With several models or seeds, compare against the baseline of the same model and seed.
         b = next((x for x in base_ids if x.split("/")[1:] == a["id"].split("/")[1:]), base_ids[0] if base_ids else None)
         a["vs_baseline"] = {c: _pair(vectors[a["id"]][c], vectors[b].get(c, {})) for c in vectors[a["id"]]} if b and b != a["id"] else {}
+        start = starts.get(a["id"])
+        # A chained arm (DPO after SFT) is also compared with the arm it started from: its own effect.
+        a["starts_from"] = start
+        a["vs_start"] = {c: _pair(vectors[a["id"]][c], vectors[start].get(c, {})) for c in vectors[a["id"]]} if start in vectors else {}
         a["pairwise"] = {c: {o["id"]: _pair(vectors[a["id"]][c], vectors[o["id"]].get(c, {})) for o in arms if o["id"] != a["id"] and c in vectors[o["id"]]}
                          for c in vectors[a["id"]]}
     from tunesmith.eval.scoring import PRIMARY
 
-    criteria = {"correctness": {"label": "Correctness", "metric": PRIMARY[study.eval.task], "task": study.eval.task, "dataset": test_name, "higher_is_better": True},
-                "domain_adherence": {"label": "Domain adherence",
-                                     "metric": "on_domain_share" + (f" + out-of-domain {study.eval.ood_policy} rate" if study.data.ood else ""),
-                                     "higher_is_better": True},
+    criteria = {"correctness": {"label": "Correctness", "metric": PRIMARY[study.eval.task], "task": study.eval.task, "dataset": test_name, "higher_is_better": True,
+                                **({"tests_shown": study.eval.show_tests is not False} if study.eval.task == "code" else {})},
+                "domain_adherence": {"label": "Domain adherence", "higher_is_better": True,
+                                     "metric": "share of answers to in-domain questions whose claims are all in the domain passages for the question"},
                 "helpfulness": {"label": "Helpfulness", "metric": "reference_similarity" if not study.eval.judge_url else "judge_helpfulness",
                                 "proxy": not study.eval.judge_url, "higher_is_better": True},
                 "retention": {"label": "General-ability retention", "metric": "probe_accuracy", "higher_is_better": True}}
+    if study.data.ood:
+        criteria["ood_policy"] = {"label": "Out-of-domain policy", "higher_is_better": True, "policy": study.policy.out_of_domain,
+                                  "metric": f"share of out-of-domain questions handled as the policy says ({study.policy.out_of_domain})"}
     if study.data.classification_test:
         criteria["classification"] = {"label": "Classification accuracy", "metric": "accuracy", "dataset": Path(study.data.classification_test).stem, "higher_is_better": True}
     from tunesmith import configlib
 
+    record_tests(criteria, arms)
     return {"schema_version": SCHEMA_VERSION, "study": study.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "wall_seconds": round(wall_seconds, 1),
-            "invocation_seconds": round(invocation_seconds if invocation_seconds is not None else wall_seconds, 1), "env": env_info(), "policy": {"ood": study.eval.ood_policy},
+            "invocation_seconds": round(invocation_seconds if invocation_seconds is not None else wall_seconds, 1), "env": env_info(),
+            "policy": {"ood": study.policy.out_of_domain, "decline_message": study.policy.decline_message,
+                       "told_prompting_arms": study.policy.told(), "examples": study.policy.examples},
+            "data_preparation": prepared_summary(study), "notes": list(study.notes),
             "criteria": criteria, "baseline": baseline, "arms": arms, "examples": _examples(arms, test_name),
+            "majority_class": majority_class(study, arms),
             "config_diff": _config_diff(arms), "study_config": configlib.to_dict(study)}
+
+
+def record_tests(criteria: dict, arms: list[dict]) -> None:
+    """Write into each criterion which significance test its comparisons use, and the correction
+    for multiple comparisons the verdict applies: McNemar's exact test when every stored pair of
+    the criterion has 0/1 per-item scores, else the paired sign-flip permutation test (so every
+    comparison on one criterion uses the same test). Call once every arm's pairs are in."""
+    from tunesmith.study.significance import CORRECTION, TESTS
+
+    for name, c in criteria.items():
+        rows = [r for a in arms for r in [*((a.get("pairwise") or {}).get(name) or {}).values(),
+                                          (a.get("vs_baseline") or {}).get(name), (a.get("vs_start") or {}).get(name)] if r]
+        if not rows:
+            continue
+        test = "mcnemar" if all(r.get("mcnemar_p") is not None for r in rows) else "permutation"
+        c.update(test=test, test_name=TESTS[test][0], correction=CORRECTION)
+
+
+def _train_label_counts(study, labels: set[str]) -> Counter:
+    """Labels of the study's labelled training data (classification_train's label field, else
+    data.train's completion), counted over the labels the test set uses; empty when unreadable."""
+    from tunesmith.data.io import read_raw
+
+    for path, keys in ((study.data.classification_train, ("label",)), (study.data.train, ("label", "completion", "answer"))):
+        if not path:
+            continue
+        raw = read_raw(path)
+        counts = Counter(str(v).strip() for r in raw.records for v in [next((r.data[k] for k in keys if k in r.data), None)]
+                         if v is not None and str(v).strip() in labels)
+        if counts:
+            return counts
+    return Counter()
+
+
+def majority_class(study, arms: list[dict]) -> dict | None:
+    """The majority-class reference of a classification study's correctness: always answering the
+    most frequent label of the training data (of the test set when the study has no labelled
+    training data), scored on the test set: {"label", "value", "n", "source", "criterion"}."""
+    if study.eval.task != "classification":
+        return None
+    ref = next(((a.get("label_counts") or {}).get("reference") for a in arms if (a.get("label_counts") or {}).get("reference")), None)
+    if not ref:
+        return None
+    train = _train_label_counts(study, set(ref) | set(study.eval.labels or []))
+    label = (train or Counter(ref)).most_common(1)[0][0]
+    n = sum(ref.values())
+    return {"label": label, "value": ref.get(label, 0) / n, "n": n,
+            "source": "training data" if train else "test data", "criterion": "correctness"}

@@ -87,6 +87,21 @@ def format_plan(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def data_lines(study) -> list[str]:
+    """What the study derived from its data, one line per kind (printed with the plan)."""
+    from tunesmith.study.prepare import prepare_data
+
+    out = []
+    for name, d in prepare_data(study).summary.items():
+        pol = f", {d['policy_examples']} of them out-of-domain policy examples" if d.get("policy_examples") else ""
+        if d.get("validation_source"):
+            out.append(f"data.{name}: {d['records']} records{pol}; validation: {d['validation_source']} ({d['validation_records']} records)")
+        else:
+            out.append(f"data.{name}: {d['records']} records{pol}; validation: {d.get('validation_records', 0)} carved "
+                       f"({d['val_fraction']:.0%}, seed {d['split_seed']}), {d['train_records']} left for training")
+    return out
+
+
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -109,7 +124,7 @@ def run_study(study, *, dry_run: bool = False, progress: bool = True) -> dict:
     validate_data(study, jobs)  # clear errors before any training starts
     rows = estimate(study, jobs)
     if dry_run:
-        return {"plan": rows, "text": format_plan(rows)}
+        return {"plan": rows, "text": format_plan(rows) + "\n\n" + "\n".join(data_lines(study))}
     sdir = study.study_dir
     sdir.mkdir(parents=True, exist_ok=True)
     state_path = sdir / "state.json"
@@ -118,6 +133,8 @@ def run_study(study, *, dry_run: bool = False, progress: bool = True) -> dict:
     # an interrupt reports the time of all its parts, not only of the last invocation).
     timing_path = sdir / "timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
+    for line in data_lines(study):
+        _say(line)
     t0 = time.time()
     eta = {r["job"]: r["minutes"] for r in rows}
     outcomes: dict[str, dict] = {}
