@@ -149,10 +149,15 @@ print("total", made, flush=True)
 """
 
 
-def host_segments(uid: int) -> list[dict]:
-    from tunesmith.eval.sandbox_bounds import shm_segments
-
-    return [s for s in shm_segments() if s.get("cuid") == uid]
+def host_segments(uid: int) -> list[int]:
+    """Ids of the host's SysV segments created by `uid` (read here, not through the code
+    under test); removed again so a failing probe does not leave memory pinned."""
+    header, *rows = Path("/proc/sysvipc/shm").read_text().splitlines()
+    names = header.split()
+    ids = [int(r["shmid"]) for r in (dict(zip(names, row.split())) for row in rows) if int(r["cuid"]) == uid]
+    for shmid in ids:
+        subprocess.run(["ipcrm", "-m", str(shmid)], check=False, capture_output=True)
+    return ids
 
 
 @needs_uid
@@ -205,7 +210,8 @@ def test_probe_no_writable_host_path_keeps_a_file():
     code = WRITE_EVERYWHERE.replace("__MARK__", repr(mark)).replace("__KNOWN__", repr(KNOWN_WRITABLE))
     result = run_program(code, timeout_s=15)
     reported = [line.split(" ", 1)[1] for line in result.stdout.splitlines() if line.startswith("wrote ")]
-    left = [os.path.join(d, mark) for d in {*KNOWN_WRITABLE, *reported} if os.path.exists(os.path.join(d, mark))]
+    dirs = {os.path.realpath(d) for d in (*KNOWN_WRITABLE, *reported)}
+    left = [os.path.join(d, mark) for d in sorted(dirs) if os.path.exists(os.path.join(d, mark))]
     for path in left:  # never leave the probe's own files on the host, even when it fails
         os.remove(path)
     assert result.returncode == 0, result
