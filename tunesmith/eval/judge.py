@@ -164,7 +164,7 @@ class _Deadline:
         self._timer.cancel()
 
     def attach(self, sock: socket.socket | None) -> None:
-        """Called once connected (connect itself is bounded by the socket timeout)."""
+        """Called once TCP is connected (connect itself is bounded by the socket timeout)."""
         with self._lock:
             self._sock = sock
             if self.expired:
@@ -184,8 +184,9 @@ class _Deadline:
 
 
 class _DeadlineMixin:
-    """A urllib handler whose connections report their socket to a `_Deadline`; it keeps
-    urllib's proxy, TLS and redirect handling, which a hand-rolled client would lose."""
+    """A urllib handler whose connections report their socket to a `_Deadline` as soon as
+    TCP connects (so a TLS handshake or proxy tunnel is bounded too); it keeps urllib's
+    proxy, TLS and redirect handling, which a hand-rolled client would lose."""
 
     deadline: _Deadline
 
@@ -193,9 +194,16 @@ class _DeadlineMixin:
         deadline = self.deadline
 
         class Tracked(http_class):
-            def connect(self) -> None:
-                super().connect()
-                deadline.attach(self.sock)
+            def __init__(self, *args: Any, **kw: Any) -> None:
+                super().__init__(*args, **kw)
+                create = self._create_connection  # http.client's hook for opening the socket
+
+                def create_and_attach(*a: Any, **k: Any) -> socket.socket:
+                    sock = create(*a, **k)
+                    deadline.attach(sock)
+                    return sock
+
+                self._create_connection = create_and_attach
 
         return super().do_open(Tracked, req, **kwargs)
 

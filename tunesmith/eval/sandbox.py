@@ -33,8 +33,10 @@ guarantee shrinks to 1, 2, 3 and 7, plus the network and IPC namespaces where us
 namespaces allow them: then the code can read other processes' command lines in /proc,
 files it writes outside the work dir (e.g. in /tmp or /run/lock) may persist, each capped
 by RLIMIT_FSIZE only, and SysV segments it creates are removed after the run (those of its
-process group or uid) rather than confined. `sandbox_capabilities()` says which layers
-work on this machine (probed once).
+process group or uid) rather than confined. Where only the read-only remount or the PID
+namespace is refused, the rest is kept (host mounts then stay writable where permissions
+allow, or /proc shows host processes). `sandbox_capabilities()` says which layers work on
+this machine (probed once, strongest first).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tunesmith.eval.sandbox_bounds import (MemoryCgroup, MemoryWatchdog, mounts, processes,
                                            remove_run_segments, shm_segments)
@@ -70,6 +72,10 @@ _CLONE_NEWNS, _CLONE_NEWNET, _CLONE_NEWUSER = 0x00020000, 0x40000000, 0x10000000
 _CLONE_NEWIPC, _CLONE_NEWPID = 0x08000000, 0x20000000
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT = 0x1, 0x2, 0x4, 0x8, 0x20
 _MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 0x40000
+# Per-mount flags a read-only remount must keep: in a user namespace they may be locked,
+# and clearing a locked flag fails with EPERM.
+_KEEP_FLAGS = {"nodev": 0x4, "noexec": 0x8, "noatime": 0x400, "nodiratime": 0x800,
+               "relatime": 1 << 21, "strictatime": 1 << 24}
 _SHARED_TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 
 # Runs in the child before the program: compile it (a SyntaxError fails the item), disable
@@ -140,6 +146,7 @@ class _Layers:
     ipcns: bool = False
     pidns: bool = False  # needs mountns, for the namespace's own /proc
     cgroup: bool = True  # try a memory cgroup first (False: the watchdog alone)
+    readonly: bool = True  # with mountns: every host mount read-only, not just tmp dirs hidden
 
 
 @dataclass
@@ -208,9 +215,9 @@ def _readonly_mounts() -> None:
     for _, point, opts, _, _ in mounts():
         if not os.path.isdir(point):
             continue  # a file bind mount, or one shadowed by a later mount
-        have = opts.split(",")
         flags = _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID
-        flags |= (_MS_NODEV if "nodev" in have else 0) | (_MS_NOEXEC if "noexec" in have else 0)
+        for opt in opts.split(","):
+            flags |= _KEEP_FLAGS.get(opt, 0)
         try:
             _mount(None, point, None, flags)
         except OSError as err:
@@ -221,7 +228,8 @@ def _readonly_mounts() -> None:
 def _isolate_mounts(plan: _ChildPlan) -> None:
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing we mount propagates to the host
     fds = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in plan.keep}
-    _readonly_mounts()
+    if plan.layers.readonly:
+        _readonly_mounts()
     for directory, opts in plan.hide:
         _mount("tmpfs", directory, "tmpfs", _MS_NOSUID | _MS_NODEV, opts)
     for path, fd in fds.items():  # bring the interpreter and the sandbox dir back, read-only
@@ -515,12 +523,17 @@ def _layers() -> _Layers:
             if _works(layers):
                 return layers
         return _Layers()
-    if _works(full := _Layers(True, True, True, ipcns=True, pidns=True)):
-        return full
-    netns, mountns, ipcns = (_works(_Layers(netns=True)), _works(_Layers(mountns=True)),
-                             _works(_Layers(ipcns=True)))
-    pidns = mountns and _works(_Layers(mountns=True, pidns=True))
-    return _Layers(netns, mountns, _works(_Layers(mountns=mountns, drop_uid=True)), ipcns, pidns)
+    full = _Layers(True, True, True, ipcns=True, pidns=True)
+    # Strongest first; each later one gives up a layer some kernels or containers refuse.
+    for layers in (full, replace(full, pidns=False), replace(full, pidns=False, readonly=False)):
+        if _works(layers):
+            return layers
+    netns, ipcns = _works(_Layers(netns=True)), _works(_Layers(ipcns=True))
+    readonly = _works(_Layers(mountns=True))
+    mountns = readonly or _works(_Layers(mountns=True, readonly=False))
+    pidns = mountns and _works(_Layers(mountns=True, pidns=True, readonly=readonly))
+    drop_uid = _works(_Layers(mountns=mountns, drop_uid=True, readonly=readonly))
+    return _Layers(netns, mountns, drop_uid, ipcns, pidns, readonly=readonly)
 
 
 @functools.cache
@@ -546,6 +559,7 @@ def sandbox_capabilities() -> dict:
         "mount_namespace": layers.mountns,
         "ipc_namespace": layers.ipcns,
         "pid_namespace": layers.pidns,
+        "host_mounts_read_only": layers.mountns and layers.readonly,
         "run_memory_bound": _memory_bound() if layers.cgroup else "watchdog (sum of Pss every 50 ms)",
         "network": "namespace" if layers.netns else "prelude only (bypassable)",
         "prelude": True,
