@@ -5,6 +5,7 @@
 * "trickle_body": a valid status line and headers (Content-Length of a full reply), then
   the body one byte every `interval_s`: each socket read succeeds, the reply never ends;
 * "trickle_headers": the status line itself one byte every `interval_s`;
+* "trickle_error": a 500 status and headers at once, then its error body trickled;
 * "silent": reads the request and never answers (a hung judge).
 
 `dead_url()` is a base URL on a port nobody listens on (connection refused).
@@ -23,7 +24,7 @@ class HostileServer:
     """A loopback server that misbehaves as `mode` says; use as a context manager."""
 
     def __init__(self, mode: str, interval_s: float = 0.2):
-        if mode not in ("trickle_body", "trickle_headers", "silent"):
+        if mode not in ("trickle_body", "trickle_headers", "trickle_error", "silent"):
             raise ValueError(mode)
         self.mode, self.interval_s = mode, interval_s
         self.connections = 0
@@ -68,9 +69,10 @@ class HostileServer:
                 conn.recv(65536)  # the request (small enough for one read on loopback)
             except OSError:
                 pass
-            head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: %d\r\n\r\n" % (len(_BODY) * 1000))
-            if self.mode == "trickle_body":
+            status = b"500 Internal Server Error" if self.mode == "trickle_error" else b"200 OK"
+            head = (b"HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n" % (status, len(_BODY) * 1000))
+            if self.mode in ("trickle_body", "trickle_error"):
                 stream = head + _BODY * 1000
             elif self.mode == "trickle_headers":
                 stream = head * 1000
@@ -78,7 +80,7 @@ class HostileServer:
                 stream = b""
             sent = 0
             while not self._stop.is_set():
-                if self.mode == "trickle_body" and sent == 0:
+                if self.mode in ("trickle_body", "trickle_error") and sent == 0:
                     chunk, sent = head, len(head)
                 elif sent < len(stream):
                     chunk, sent = stream[sent:sent + 1], sent + 1

@@ -308,14 +308,15 @@ def _judge(base_url: str, tmp_path, **kw) -> Judge:
     return Judge(JudgeConfig(**{k: v for k, v in kw.items() if k in known}))
 
 
-@pytest.mark.parametrize("mode", ["trickle_body", "trickle_headers"])
+@pytest.mark.parametrize("mode", ["trickle_body", "trickle_headers", "trickle_error"])
 def test_probe_judge_trickling_server_is_cut_at_the_total_deadline(tmp_path, mode):
     """Every read returns a byte in time, so a per-read timeout never fires; the request
     as a whole must still end at timeout_s."""
     with HostileServer(mode, interval_s=0.2) as srv:
         judge = _judge(srv.base_url, tmp_path, timeout_s=1.0, max_retries=0)
         (result,), elapsed = bounded(10, judge.score, [RIGHT])
-    assert result.score is None and "no complete reply within 1 s" in result.error, result
+    want = "HTTP 500" if mode == "trickle_error" else "no complete reply within 1 s"
+    assert result.score is None and want in result.error, result
     assert elapsed < 2.5, elapsed
     assert not list((tmp_path / "judge-cache").glob("*.json"))  # a failure is never cached
 

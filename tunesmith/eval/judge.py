@@ -226,7 +226,8 @@ def _open_with_deadline(request: urllib.request.Request, timeout_s: float) -> by
         try:
             with opener.open(request, timeout=timeout_s) as resp:
                 payload = resp.read()
-        except urllib.error.HTTPError:
+        except urllib.error.HTTPError as err:
+            err.detail = _error_detail(err)  # an error body is read within the deadline too
             raise
         except (OSError, http.client.HTTPException):
             if deadline.expired:
@@ -422,8 +423,7 @@ class Judge:
         try:
             payload = _open_with_deadline(request, self.cfg.timeout_s)
         except urllib.error.HTTPError as err:
-            detail = _error_detail(err)
-            text = f"HTTP {err.code} from {self.url}: {detail}"
+            text = f"HTTP {err.code} from {self.url}: {err.detail}"
             if err.code == 429:
                 raise _Retryable(text, _retry_after(err.headers.get("Retry-After")), down=False) from None
             if err.code >= 500:
@@ -466,7 +466,7 @@ def _error_detail(err: urllib.error.HTTPError) -> str:
     """The server's own error message (OpenAI: {"error": {"message": ...}}), shortened."""
     try:
         raw = err.read(2000).decode("utf-8", "replace")
-    except OSError:
+    except (OSError, http.client.HTTPException):  # cut off at the deadline
         raw = ""
     try:
         inner = json.loads(raw).get("error")
