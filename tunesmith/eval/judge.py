@@ -10,7 +10,16 @@ exact messages), so re-running an evaluation costs no requests and a changed pro
 reuses stale scores. Failed items are never dropped: they come back with `error` set and
 `score`/`winner` None, and are counted in `Judge.stats` and by `summarize`.
 
-Standard library only (urllib), so the judge works wherever tunesmith installs.
+Bounded cost. `timeout_s` bounds each request as a whole (connect, headers and body), not
+each socket read: a server that trickles a byte a second is cut off at the deadline by a
+timer that shuts the socket down. Retries are bounded by `max_retries`, and a circuit
+breaker makes a dead judge cheap: after `breaker_failures` consecutive failed attempts
+(any thread) further requests fail at once for `breaker_cooldown_s`, then one is tried
+again. So a judge that is down costs about `breaker_failures` x `timeout_s` per evaluation,
+not that per item. Failed judgments are never cached (only replies that parsed are).
+
+Standard library only (urllib; the deadline timer is ours because neither urllib nor
+httpx offers a total-request timeout), so the judge works wherever tunesmith installs.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import http.client
 import json
 import logging
 import os
+import socket
 import threading
 import time
 import urllib.error
@@ -53,13 +63,18 @@ class JudgeConfig:
     model: str = option("judge", "model name sent to the endpoint")
     api_key_env: str | None = option("OPENAI_API_KEY", "environment variable holding the API key "
                                      "(sent as a Bearer token when set)")
-    timeout_s: float = option(60.0, "seconds to wait for one reply", minimum=0.001)
+    timeout_s: float = option(60.0, "seconds one request may take in all (connect, wait, read)",
+                              minimum=0.001)
     max_retries: int = option(4, "retries after a 429, 5xx, timeout or connection error", minimum=0)
     backoff_s: float = option(1.0, "first retry delay; doubles each retry, capped at 30 s",
                               minimum=0.0)
     cache_dir: str | None = option(None, "reply cache directory (default: <user cache>/tunesmith/judge)")
     max_tokens: int = option(256, "longest reply the judge may write", minimum=1)
     concurrency: int = option(4, "requests in flight at once", minimum=1)
+    breaker_failures: int = option(5, "consecutive failed attempts after which requests fail at "
+                                   "once (circuit breaker); 0 turns it off", minimum=0)
+    breaker_cooldown_s: float = option(60.0, "how long the open breaker fails requests before "
+                                       "trying the judge again", minimum=0.0)
 
 
 @dataclass(frozen=True)
@@ -101,9 +116,126 @@ class _RequestFailed(Exception):
 class _Retryable(Exception):
     """A transient failure (429, 5xx, timeout, connection); `delay` overrides the backoff."""
 
-    def __init__(self, message: str, delay: float | None = None):
+    def __init__(self, message: str, delay: float | None = None, *, down: bool = True):
         super().__init__(message)
         self.delay = delay
+        self.down = down  # counts toward the circuit breaker (a 429 means alive but busy)
+
+
+class _Breaker:
+    """Counts consecutive failed attempts across threads; past the threshold, requests fail
+    at once until the cooldown ends, then the next attempt tries the judge again."""
+
+    def __init__(self, threshold: int, cooldown_s: float):
+        self.threshold, self.cooldown_s = threshold, cooldown_s
+        self._failures, self._open_until = 0, 0.0
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        with self._lock:
+            wait = self._open_until - time.monotonic()
+            if self.threshold and self._failures >= self.threshold and wait > 0:
+                raise _RequestFailed(f"judge unavailable: circuit breaker open after {self._failures} "
+                                     f"consecutive failed attempts (next try in {wait:.0f} s)")
+
+    def record(self, ok: bool) -> None:
+        with self._lock:
+            self._failures = 0 if ok else self._failures + 1
+            if self.threshold and self._failures >= self.threshold:
+                self._open_until = time.monotonic() + self.cooldown_s
+
+
+class _Deadline:
+    """Ends one request at its total deadline by shutting its socket down: urllib's timeout
+    is per socket operation, so a server trickling a byte at a time would never trip it."""
+
+    def __init__(self, seconds: float):
+        self.expired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> "_Deadline":
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._timer.cancel()
+
+    def attach(self, sock: socket.socket | None) -> None:
+        """Called once TCP is connected (connect itself is bounded by the socket timeout)."""
+        with self._lock:
+            self._sock = sock
+            if self.expired:
+                self._shutdown()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._sock is not None:
+            try:  # wakes a blocked recv(), which then sees end-of-stream
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _DeadlineMixin:
+    """A urllib handler whose connections report their socket to a `_Deadline` as soon as
+    TCP connects (so a TLS handshake or proxy tunnel is bounded too); it keeps urllib's
+    proxy, TLS and redirect handling, which a hand-rolled client would lose."""
+
+    deadline: _Deadline
+
+    def do_open(self, http_class, req, **kwargs):
+        deadline = self.deadline
+
+        class Tracked(http_class):
+            def __init__(self, *args: Any, **kw: Any) -> None:
+                super().__init__(*args, **kw)
+                create = self._create_connection  # http.client's hook for opening the socket
+
+                def create_and_attach(*a: Any, **k: Any) -> socket.socket:
+                    sock = create(*a, **k)
+                    deadline.attach(sock)
+                    return sock
+
+                self._create_connection = create_and_attach
+
+        return super().do_open(Tracked, req, **kwargs)
+
+
+class _HTTPHandler(_DeadlineMixin, urllib.request.HTTPHandler):
+    pass
+
+
+class _HTTPSHandler(_DeadlineMixin, urllib.request.HTTPSHandler):
+    pass
+
+
+def _open_with_deadline(request: urllib.request.Request, timeout_s: float) -> bytes:
+    """The response body of `request`, read within `timeout_s` in total; raises
+    TimeoutError past the deadline (whatever the socket layer made of the shutdown)."""
+    with _Deadline(timeout_s) as deadline:
+        http_handler, https_handler = _HTTPHandler(), _HTTPSHandler()
+        http_handler.deadline = https_handler.deadline = deadline
+        opener = urllib.request.build_opener(http_handler, https_handler)
+        try:
+            with opener.open(request, timeout=timeout_s) as resp:
+                payload = resp.read()
+        except urllib.error.HTTPError as err:
+            err.detail = _error_detail(err)  # an error body is read within the deadline too
+            raise
+        except (OSError, http.client.HTTPException):
+            if deadline.expired:
+                raise TimeoutError(f"no complete reply within {timeout_s:g} s") from None
+            raise
+        if deadline.expired:  # a body cut short without a length still must not count
+            raise TimeoutError(f"no complete reply within {timeout_s:g} s")
+        return payload
 
 
 def default_cache_dir() -> Path:
@@ -177,6 +309,7 @@ class Judge:
         self.stats: dict[str, int] = {"requests": 0, "cached": 0, "retries": 0, "failures": 0,
                                       "reprompts": 0}
         self._lock = threading.Lock()
+        self._breaker = _Breaker(cfg.breaker_failures, cfg.breaker_cooldown_s)
 
     # ------------------------------------------------------------ public API
 
@@ -262,9 +395,14 @@ class Judge:
         """The reply text, retrying transient failures with exponential backoff."""
         attempts = self.cfg.max_retries + 1
         for attempt in range(attempts):
+            self._breaker.check()  # a dead judge fails here at once instead of per attempt
             try:
-                return self._post_once(messages)
+                reply = self._post_once(messages)
+                self._breaker.record(True)
+                return reply
             except _Retryable as err:
+                if err.down:
+                    self._breaker.record(False)
                 if attempt + 1 >= attempts:
                     raise _RequestFailed(f"{err} (gave up after {attempts} attempt(s))") from None
                 self._bump("retries")
@@ -283,15 +421,14 @@ class Judge:
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         self._bump("requests")
         try:
-            with urllib.request.urlopen(request, timeout=self.cfg.timeout_s) as resp:
-                payload = resp.read()
+            payload = _open_with_deadline(request, self.cfg.timeout_s)
         except urllib.error.HTTPError as err:
-            detail = _error_detail(err)
-            text = f"HTTP {err.code} from {self.url}: {detail}"
+            text = f"HTTP {err.code} from {self.url}: {err.detail}"
             if err.code == 429:
-                raise _Retryable(text, _retry_after(err.headers.get("Retry-After"))) from None
+                raise _Retryable(text, _retry_after(err.headers.get("Retry-After")), down=False) from None
             if err.code >= 500:
                 raise _Retryable(text) from None
+            self._breaker.record(True)  # the judge answered: it is up
             raise _RequestFailed(text) from None  # a bad request or key: retrying cannot help
         except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, resets
             reason = getattr(err, "reason", None) or err
@@ -329,7 +466,7 @@ def _error_detail(err: urllib.error.HTTPError) -> str:
     """The server's own error message (OpenAI: {"error": {"message": ...}}), shortened."""
     try:
         raw = err.read(2000).decode("utf-8", "replace")
-    except OSError:
+    except (OSError, http.client.HTTPException):  # cut off at the deadline
         raw = ""
     try:
         inner = json.loads(raw).get("error")

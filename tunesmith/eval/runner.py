@@ -136,7 +136,7 @@ def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool =
     out = run / "eval" / f"{cfg.dataset_name}.json"
     if out.exists() and not force:
         prev = json.loads(out.read_text())
-        if prev.get("cache_key") == cache_key:
+        if prev.get("cache_key") == cache_key and not prev.get("helpfulness", {}).get("judgments_failed"):
             return {**prev, "cached": True}
 
     if json.loads((run / "run.json").read_text()).get("regimen") == "head":
@@ -250,8 +250,9 @@ def _helpfulness(preds, items, per_item, metrics, cfg) -> dict:
     if cfg.judge.base_url:
         from tunesmith.eval.judge import Judge, JudgeConfig, summarize
 
-        judge = Judge(JudgeConfig(base_url=cfg.judge.base_url, model=cfg.judge.model, api_key_env=cfg.judge.api_key_env,
-                                  cache_dir=cfg.judge.cache_dir))
+        j = cfg.judge
+        judge = Judge(JudgeConfig(base_url=j.base_url, model=j.model, api_key_env=j.api_key_env, cache_dir=j.cache_dir,
+                                  timeout_s=j.timeout_s, max_retries=j.max_retries, breaker_failures=j.breaker_failures))
         out = {"method": f"judge ({cfg.judge.model})"}
         for rubric in cfg.judge.rubrics:
             batch = [{"question": it.display, "answer": p, "reference": (it.refs or [None])[0], "domain": cfg.judge.domain}
@@ -261,6 +262,8 @@ def _helpfulness(preds, items, per_item, metrics, cfg) -> dict:
                 row[f"judge_{rubric}"] = r.score
             out[rubric] = summarize(res)
         out["stats"] = judge.stats
+        # Failed judgments make the result provisional: evaluate() does not reuse it.
+        out["judgments_failed"] = judge.stats["failures"]
         return out
     if cfg.task in ("classification", "code", "math") or not any(it.refs for it in items):
         return {"method": "not applicable (no free-text reference)"}

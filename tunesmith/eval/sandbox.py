@@ -8,23 +8,41 @@ open sockets. `run_program` runs it in layers, each of which degrades gracefully
    deadline, and every process it left behind swept afterwards;
 2. rlimits set in the child before exec: address space, CPU, file size, processes,
    open files, no core dumps;
-3. when root: a new network namespace (only a loopback that is down) and a private
-   mount namespace in which /tmp, /var/tmp and /dev/shm are empty tmpfs and the
-   working directory is a size-capped tmpfs, so nothing the code writes reaches the host;
-4. when root: the code runs as a one-off unprivileged uid, so file permissions protect
+3. the run as a whole: `memory_mb` bounds the memory of all its processes together, by
+   a memory cgroup where one can be created (hard, kernel-enforced), else by a watchdog
+   that sums their Pss every 50 ms and kills the run past the limit (see sandbox_bounds);
+4. when root: a new network namespace (only a loopback that is down) and a private
+   mount namespace in which every host mount is read-only, /tmp, /var/tmp and /dev/shm
+   are empty tmpfs and the working directory is a size-capped tmpfs: nothing the code
+   writes reaches the host (/run/lock and any other world-writable dir included), and
+   what it writes is capped at 3 x 16 MiB + max(64, 4 x max_file_mb) MiB in at most
+   3 x 4096 + 16384 files, each file at most max_file_mb (RLIMIT_FSIZE);
+5. when root: a new IPC namespace (the run's SysV shared memory, semaphores and message
+   queues die with it; inside it SysV shm is capped at `memory_mb`) and a new PID
+   namespace with its own /proc, so the code sees only its own processes (not the host's
+   command lines), and when its init exits the kernel kills everything left inside;
+6. when root: the code runs as a one-off unprivileged uid, so file permissions protect
    the host's files and RLIMIT_NPROC (ignored for root) bounds forks;
-5. a prelude in the child, in the style of human-eval's `reliability_guard`: it disables
+7. a prelude in the child, in the style of human-eval's `reliability_guard`: it disables
    fork/exec/kill/subprocess/sockets and confines deletes and renames to the work dir.
    It is defence in depth only (`import posix` bypasses it); the layers above are the
-   protection. Unprivileged callers get 1, 2, 5 and, where user namespaces are
-   allowed, the network namespace.
+   protection.
 
-`sandbox_capabilities()` says which layers work on this machine (probed once).
+Where namespaces are not permitted (not root, or a container that forbids unshare) the
+guarantee shrinks to 1, 2, 3 and 7, plus the network and IPC namespaces where user
+namespaces allow them: then the code can read other processes' command lines in /proc,
+files it writes outside the work dir (e.g. in /tmp or /run/lock) may persist, each capped
+by RLIMIT_FSIZE only, and SysV segments it creates are removed after the run (those of its
+process group or uid) rather than confined. Where only the read-only remount or the PID
+namespace is refused, the rest is kept (host mounts then stay writable where permissions
+allow, or /proc shows host processes). `sandbox_capabilities()` says which layers work on
+this machine (probed once, strongest first).
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import math
 import os
@@ -37,7 +55,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from tunesmith.eval.sandbox_bounds import (MemoryCgroup, MemoryWatchdog, mounts, processes,
+                                           remove_run_segments, shm_segments)
 
 TAIL_BYTES = 4096
 MAX_OPEN_FILES = 256
@@ -48,8 +69,13 @@ UID_BASE, UID_SPAN = 1_900_000_000, 1 << 20
 PRELUDE_MESSAGE = "disabled inside the tunesmith sandbox"
 
 _CLONE_NEWNS, _CLONE_NEWNET, _CLONE_NEWUSER = 0x00020000, 0x40000000, 0x10000000
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_REMOUNT = 0x1, 0x2, 0x4, 0x20
+_CLONE_NEWIPC, _CLONE_NEWPID = 0x08000000, 0x20000000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT = 0x1, 0x2, 0x4, 0x8, 0x20
 _MS_BIND, _MS_REC, _MS_PRIVATE = 0x1000, 0x4000, 0x40000
+# Per-mount flags a read-only remount must keep: in a user namespace they may be locked,
+# and clearing a locked flag fails with EPERM.
+_KEEP_FLAGS = {"nodev": 0x4, "noexec": 0x8, "noatime": 0x400, "nodiratime": 0x800,
+               "relatime": 1 << 21, "strictatime": 1 << 24}
 _SHARED_TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 
 # Runs in the child before the program: compile it (a SyntaxError fails the item), disable
@@ -117,6 +143,10 @@ class _Layers:
     netns: bool = False
     mountns: bool = False
     drop_uid: bool = False
+    ipcns: bool = False
+    pidns: bool = False  # needs mountns, for the namespace's own /proc
+    cgroup: bool = True  # try a memory cgroup first (False: the watchdog alone)
+    readonly: bool = True  # with mountns: every host mount read-only, not just tmp dirs hidden
 
 
 @dataclass
@@ -131,6 +161,8 @@ class _ChildPlan:
     keep: list[str]  # paths re-exposed (read-only) after the tmp dirs are hidden
     hide: list[tuple[str, str]]  # (dir, tmpfs options) mounted over shared/unreachable dirs
     work_opts: str
+    memory_bytes: int  # for the whole run: also the SysV shm cap in its IPC namespace
+    cgroup_procs: str | None = None  # the cgroup.procs file the child joins, if any
 
 
 @functools.cache
@@ -177,9 +209,27 @@ def _mount_plan(sbx: str) -> tuple[list[str], list[tuple[str, str]]]:
     return hidden + [sbx], list(dict(hide).items())
 
 
+def _readonly_mounts() -> None:
+    """Remount every mount of this (private) namespace read-only, so no host path the
+    program could find is writable, whatever its permissions (/run/lock is 1777)."""
+    for _, point, opts, _, _ in mounts():
+        if not os.path.isdir(point):
+            continue  # a file bind mount, or one shadowed by a later mount
+        flags = _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID
+        for opt in opts.split(","):
+            flags |= _KEEP_FLAGS.get(opt, 0)
+        try:
+            _mount(None, point, None, flags)
+        except OSError as err:
+            if err.errno != errno.ENOENT:  # gone meanwhile: nothing to write to
+                raise
+
+
 def _isolate_mounts(plan: _ChildPlan) -> None:
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing we mount propagates to the host
     fds = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in plan.keep}
+    if plan.layers.readonly:
+        _readonly_mounts()
     for directory, opts in plan.hide:
         _mount("tmpfs", directory, "tmpfs", _MS_NOSUID | _MS_NODEV, opts)
     for path, fd in fds.items():  # bring the interpreter and the sandbox dir back, read-only
@@ -190,15 +240,56 @@ def _isolate_mounts(plan: _ChildPlan) -> None:
     _mount("tmpfs", plan.workdir, "tmpfs", _MS_NOSUID | _MS_NODEV, plan.work_opts)
 
 
+def _cap_sysv_shm(limit_bytes: int) -> None:
+    """In the run's fresh IPC namespace (these sysctls are per namespace), cap SysV shm:
+    an unattached segment is in no process's memory, so only this bounds it."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    for name, value in (("shmmax", limit_bytes), ("shmall", max(1, limit_bytes // page)), ("shmmni", 64)):
+        with open(f"/proc/sys/kernel/{name}", "w", encoding="ascii") as f:
+            f.write(str(value))
+
+
+def _split_for_pid_namespace() -> None:
+    """After unshare(CLONE_NEWPID) only children enter the new namespace: fork one to be
+    its init (when init exits, the kernel kills everything left inside). This process stays
+    outside as a waiter and exits the way the program did, so the caller sees its status."""
+    pid = os.fork()
+    if pid == 0:
+        return
+    try:
+        # Popen returns once every copy of its exec-status pipe is closed: ours must go.
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            if sig != signal.SIGKILL:
+                signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+        os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    finally:
+        os._exit(1)
+
+
 def _child_setup(plan: _ChildPlan) -> None:
     """preexec_fn: runs in the forked child, as the parent's user, just before exec."""
-    flags = (_CLONE_NEWNET if plan.layers.netns else 0) | (_CLONE_NEWNS if plan.layers.mountns else 0)
+    if plan.cgroup_procs is not None:  # first: everything the run allocates is charged
+        with open(plan.cgroup_procs, "w", encoding="ascii") as f:
+            f.write(str(os.getpid()))
+    layers = plan.layers
+    flags = ((_CLONE_NEWNET if layers.netns else 0) | (_CLONE_NEWNS if layers.mountns else 0)
+             | (_CLONE_NEWIPC if layers.ipcns else 0) | (_CLONE_NEWPID if layers.pidns else 0))
     if flags and os.geteuid() != 0:
-        flags |= _CLONE_NEWUSER  # unprivileged users may still get a network namespace
+        flags |= _CLONE_NEWUSER  # unprivileged users may still get network/IPC namespaces
     if flags:
         _sys(_libc().unshare(flags), "unshare")
-    if plan.layers.mountns:
+    if layers.ipcns and os.geteuid() == 0:
+        _cap_sysv_shm(plan.memory_bytes)
+    if layers.mountns:
         _isolate_mounts(plan)
+    if layers.pidns:
+        _split_for_pid_namespace()  # from here on we are pid 1 of the new namespace
+        _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
     for which, soft, hard in plan.rlimits:
         resource.setrlimit(which, (soft, hard))
     if plan.uid is not None:  # irreversible: all of real, effective and saved ids change
@@ -208,23 +299,6 @@ def _child_setup(plan: _ChildPlan) -> None:
     os.chdir(plan.workdir)
     os.umask(0o077)
     os.nice(10)  # a fork bomb spinning at low priority leaves the host responsive
-
-
-def _processes() -> list[tuple[int, int, int]]:
-    """(pid, pgid, uid) of every live (non-zombie) process."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-            uid = os.stat(f"/proc/{name}").st_uid
-        except OSError:
-            continue
-        if fields[0] not in (b"Z", b"X"):  # zombies are dead; init reaps them
-            found.append((int(name), int(fields[2]), uid))
-    return found
 
 
 def _kill_pid(pid: int, uid: int) -> None:
@@ -252,7 +326,7 @@ def _sweep(leader: int, uid: int | None, grace_s: float = 5.0) -> int:
             os.killpg(leader, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        left = [(pid, u) for pid, pgid, u in _processes()
+        left = [(pid, u) for pid, pgid, u in processes()
                 if pid != leader and (pgid == leader or (uid is not None and u == uid))]
         for pid, u in left:
             if uid is not None and u == uid:  # escaped the group with setsid()
@@ -262,16 +336,19 @@ def _sweep(leader: int, uid: int | None, grace_s: float = 5.0) -> int:
         time.sleep(0.005)
 
 
-def _wait_exited(pid: int, deadline: float) -> bool:
-    """Wait until `pid` exits without reaping it (WNOWAIT); False at the deadline."""
+def _wait_exited(pid: int, deadline: float, watchdog: MemoryWatchdog | None) -> str:
+    """Wait until `pid` exits without reaping it (WNOWAIT): "exited", or "timeout" at the
+    deadline, or "memory" once the watchdog killed the run."""
     delay = 0.0005
     while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        if watchdog is not None and watchdog.poll():
+            return "memory"
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return False
+            return "timeout"
         time.sleep(min(delay, remaining))
         delay = min(delay * 2, 0.02)
-    return True
+    return "exited"
 
 
 def _tail(path: str) -> str:
@@ -281,7 +358,7 @@ def _tail(path: str) -> str:
 
 
 def _pick_uid() -> int:
-    busy = {u for _, _, u in _processes()}
+    busy = {u for _, _, u in processes()}
     while True:
         uid = UID_BASE + secrets.randbelow(UID_SPAN)
         try:
@@ -303,7 +380,7 @@ def _rlimits(timeout_s: float, memory_mb: int, cpu_s: int | None, max_file_mb: i
 
 
 def _prepare(sbx: str, code: str, layers: _Layers, timeout_s: float, memory_mb: int, cpu_s: int | None,
-             max_file_mb: int, max_procs: int) -> _ChildPlan:
+             max_file_mb: int, max_procs: int, cgroup: MemoryCgroup | None) -> _ChildPlan:
     """Lay out the sandbox dir (program, work dir) and plan the child's setup."""
     os.chmod(sbx, 0o711)  # a dropped uid may traverse it, but not list or write it
     work = os.path.join(sbx, "work")
@@ -316,12 +393,57 @@ def _prepare(sbx: str, code: str, layers: _Layers, timeout_s: float, memory_mb: 
         os.chown(work, uid, uid)
     # RLIMIT_NPROC counts all processes of the real uid: without a one-off uid the
     # user's existing processes must fit under it too.
-    own = 0 if uid is not None else sum(1 for _, _, u in _processes() if u == os.getuid())
+    own = 0 if uid is not None else sum(1 for _, _, u in processes() if u == os.getuid())
     keep, hide = _mount_plan(sbx) if layers.mountns else ([], [])
     owner = 0 if uid is None else uid
     work_opts = f"size={max(64, 4 * max_file_mb)}m,nr_inodes=16384,mode=0700,uid={owner},gid={owner}"
     limits = _rlimits(timeout_s, memory_mb, cpu_s, max_file_mb, max_procs, own)
-    return _ChildPlan(layers, uid, work, limits, keep, hide, work_opts)
+    return _ChildPlan(layers, uid, work, limits, keep, hide, work_opts, memory_mb << 20,
+                      cgroup.procs if cgroup is not None else None)
+
+
+@dataclass
+class _Run:
+    """A started run and what must be undone after it."""
+
+    proc: subprocess.Popen
+    plan: _ChildPlan
+    sbx: str
+    cgroup: MemoryCgroup | None
+    watchdog: MemoryWatchdog | None
+    shm_before: set[int]
+
+
+def _launch(code: str, layers: _Layers, limits: dict) -> _Run:
+    """Create the run's cgroup and sandbox dir and start the child; undoes both on failure."""
+    cgroup = MemoryCgroup.create(limits["memory_mb"] << 20) if layers.cgroup else None
+    sbx = None
+    try:
+        sbx = tempfile.mkdtemp(prefix="tunesmith-sbx-")
+        plan = _prepare(sbx, code, layers, cgroup=cgroup, **limits)
+        _libc()  # loaded before fork, so the child need not dlopen
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": plan.workdir, "TMPDIR": plan.workdir,
+               "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+        shm_before = {seg["shmid"] for seg in shm_segments()}
+        # Output goes to files, not pipes: RLIMIT_FSIZE caps them and the parent never
+        # buffers the gigabytes a hostile program may print.
+        with open(os.path.join(sbx, "stdout"), "wb") as out, open(os.path.join(sbx, "stderr"), "wb") as err:
+            proc = subprocess.Popen(
+                [_interpreter(), "-I", "-S", "-B", "-c", _RUNNER, os.path.join(sbx, "program.py")],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=sbx, start_new_session=True,
+                close_fds=True, preexec_fn=functools.partial(_child_setup, plan))
+    except BaseException:
+        if sbx is not None:
+            _remove_tree(sbx)
+        if cgroup is not None:
+            cgroup.remove()
+        raise
+    # The watchdog bounds memory where no cgroup does, and records the run's pids for the
+    # SysV cleanup where no IPC namespace confines its segments.
+    watch = cgroup is None or not layers.ipcns
+    limit = limits["memory_mb"] << 20 if cgroup is None else 1 << 62
+    watchdog = MemoryWatchdog(limit, proc.pid, plan.uid) if watch else None
+    return _Run(proc, plan, sbx, cgroup, watchdog, shm_before)
 
 
 def _execute(code: str, layers: _Layers, *, timeout_s: float = 10.0, memory_mb: int = 1024,
@@ -329,42 +451,50 @@ def _execute(code: str, layers: _Layers, *, timeout_s: float = 10.0, memory_mb: 
     if min(timeout_s, memory_mb, max_file_mb, max_procs, 1 if cpu_s is None else cpu_s) <= 0:
         raise ValueError("sandbox limits must be positive")
     start = time.monotonic()
-    sbx = None
+    limits = dict(timeout_s=timeout_s, memory_mb=memory_mb, cpu_s=cpu_s, max_file_mb=max_file_mb,
+                  max_procs=max_procs)
     try:
-        sbx = tempfile.mkdtemp(prefix="tunesmith-sbx-")
-        plan = _prepare(sbx, code, layers, timeout_s, memory_mb, cpu_s, max_file_mb, max_procs)
-        _libc()  # loaded before fork, so the child need not dlopen
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": plan.workdir, "TMPDIR": plan.workdir,
-               "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
-        out_path, err_path = os.path.join(sbx, "stdout"), os.path.join(sbx, "stderr")
-        # Output goes to files, not pipes: RLIMIT_FSIZE caps them and the parent never
-        # buffers the gigabytes a hostile program may print.
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            proc = subprocess.Popen(
-                [_interpreter(), "-I", "-S", "-B", "-c", _RUNNER, os.path.join(sbx, "program.py")],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, cwd=sbx, start_new_session=True,
-                close_fds=True, preexec_fn=functools.partial(_child_setup, plan))
+        run = _launch(code, layers, limits)
     except (OSError, subprocess.SubprocessError) as exc:
-        if sbx is not None:
-            _remove_tree(sbx)
         elapsed = time.monotonic() - start
         return SandboxResult(False, "error", None, elapsed, "", f"sandbox could not start: {exc}")
-    timed_out = True
+    outcome = "timeout"
     try:
-        timed_out = not _wait_exited(proc.pid, start + timeout_s)
+        outcome = _wait_exited(run.proc.pid, start + timeout_s, run.watchdog)
     finally:  # even on KeyboardInterrupt: kill everything, then remove the dir
-        left = _sweep(proc.pid, plan.uid)
-        returncode = proc.wait()
+        notes, over_memory = _clean_up(run)
+        returncode = run.proc.wait()
         duration = time.monotonic() - start
-        stdout, stderr = _tail(out_path), _tail(err_path)
-        _remove_tree(sbx)
-    if left:
-        stderr = (stderr + f"\nsandbox: {left} process(es) survived SIGKILL")[-TAIL_BYTES:]
-    if timed_out or returncode == -signal.SIGXCPU:
+        stdout, stderr = _tail(os.path.join(run.sbx, "stdout")), _tail(os.path.join(run.sbx, "stderr"))
+        _remove_tree(run.sbx)
+    if outcome == "memory" or over_memory:
+        notes.insert(0, f"the run exceeded its memory limit ({memory_mb} MiB for all its processes together)")
+    if notes:
+        stderr = (stderr + "".join(f"\nsandbox: {n}" for n in notes))[-TAIL_BYTES:]
+    if outcome == "timeout" or returncode == -signal.SIGXCPU:
         status = "timeout"
     else:
-        status = "passed" if returncode == 0 else "failed"
+        status = "passed" if returncode == 0 and not (outcome == "memory" or over_memory) else "failed"
     return SandboxResult(status == "passed", status, returncode, duration, stdout, stderr)
+
+
+def _clean_up(run: _Run) -> tuple[list[str], bool]:
+    """Kill what is left, remove the cgroup and the run's SysV segments; returns notes for
+    stderr and whether the kernel OOM-killed inside the run's cgroup."""
+    notes = []
+    left = _sweep(run.proc.pid, run.plan.uid)
+    if left:
+        notes.append(f"{left} process(es) survived SIGKILL")
+    oom = False
+    if run.cgroup is not None:
+        run.cgroup.kill()
+        oom = run.cgroup.oom_kills() > 0
+        if not run.cgroup.remove():
+            notes.append(f"cgroup {run.cgroup.path} could not be removed")
+    if not run.plan.layers.ipcns:
+        pids = (run.watchdog.seen if run.watchdog else set()) | {run.proc.pid}
+        remove_run_segments(run.shm_before, run.plan.uid, pids, _libc())
+    return notes, oom
 
 
 def _remove_tree(path: str) -> None:
@@ -389,11 +519,30 @@ def _layers() -> _Layers:
     if not sys.platform.startswith("linux"):
         return _Layers()
     if os.geteuid() != 0:
-        return _Layers(netns=True) if _works(_Layers(netns=True)) else _Layers()
-    if _works(full := _Layers(True, True, True)):
-        return full
-    netns, mountns = _works(_Layers(netns=True)), _works(_Layers(mountns=True))
-    return _Layers(netns, mountns, _works(_Layers(mountns=mountns, drop_uid=True)))
+        for layers in (_Layers(netns=True, ipcns=True), _Layers(netns=True)):
+            if _works(layers):
+                return layers
+        return _Layers()
+    full = _Layers(True, True, True, ipcns=True, pidns=True)
+    # Strongest first; each later one gives up a layer some kernels or containers refuse.
+    for layers in (full, replace(full, pidns=False), replace(full, pidns=False, readonly=False)):
+        if _works(layers):
+            return layers
+    netns, ipcns = _works(_Layers(netns=True)), _works(_Layers(ipcns=True))
+    readonly = _works(_Layers(mountns=True))
+    mountns = readonly or _works(_Layers(mountns=True, readonly=False))
+    pidns = mountns and _works(_Layers(mountns=True, pidns=True, readonly=readonly))
+    drop_uid = _works(_Layers(mountns=mountns, drop_uid=True, readonly=readonly))
+    return _Layers(netns, mountns, drop_uid, ipcns, pidns, readonly=readonly)
+
+
+@functools.cache
+def _memory_bound() -> str:
+    group = MemoryCgroup.create(64 << 20)
+    if group is None:
+        return "watchdog (sum of Pss every 50 ms)"
+    group.remove()
+    return f"cgroup v{group.version}"
 
 
 def sandbox_capabilities() -> dict:
@@ -408,6 +557,10 @@ def sandbox_capabilities() -> dict:
         "nproc_enforced": layers.drop_uid or os.geteuid() != 0,
         "network_namespace": layers.netns,
         "mount_namespace": layers.mountns,
+        "ipc_namespace": layers.ipcns,
+        "pid_namespace": layers.pidns,
+        "host_mounts_read_only": layers.mountns and layers.readonly,
+        "run_memory_bound": _memory_bound() if layers.cgroup else "watchdog (sum of Pss every 50 ms)",
         "network": "namespace" if layers.netns else "prelude only (bypassable)",
         "prelude": True,
         "interpreter": _interpreter(),
