@@ -33,6 +33,10 @@ def train(config: str | Path | object, overrides=(), *, resume: bool = False, ov
     with run_lock(run):
         if overwrite and not resume and (run / "run.json").exists():
             resolve_model(cfg.start_model)  # a typo in model.name must not cost the previous run
+        if resume and (run / "checkpoints").is_dir():
+            from tunesmith.training.checkpoint import check_resumable
+
+            check_resumable(run / "checkpoints")  # before run.json turns back to "running"
         fresh = not run.exists()
         with replacing(run, overwrite and not resume):
             try:

@@ -154,13 +154,33 @@ def load_checkpoint(ckpt_dir: Path, *, model, optimizer=None, scheduler=None) ->
     return json.loads((ckpt_dir / "loop.json").read_text())
 
 
+def _repoint(ckpt_root: Path, state: dict, name: str) -> None:
+    """Make state.json name the checkpoint resumed from (and forget a best that is gone)."""
+    state = {**state, "latest": name}
+    if state.get("best") and damage(ckpt_root / state["best"]) is not None:
+        state.pop("best")
+    write_json_atomic(ckpt_root / "state.json", state)
+
+
+def _step_names(ckpt_root: Path) -> list[str]:
+    """Checkpoint folder names, newest first."""
+    return sorted({p.name for p in Path(ckpt_root).glob("step-*") if p.is_dir() and not p.name.endswith(".tmp")}, reverse=True)
+
+
+def check_resumable(ckpt_root: Path) -> None:
+    """Before a resume touches anything: refuse when checkpoints exist but none is intact."""
+    names = _step_names(ckpt_root)
+    if (names or read_state(ckpt_root).get("latest")) and all(damage(Path(ckpt_root) / n) for n in names):
+        raise TunesmithError(f"{ckpt_root}: no intact checkpoint to resume from (each is damaged or missing); start over with --overwrite")
+
+
 def resume_latest(ckpt_root: Path, *, model, optimizer, scheduler) -> dict | None:
     """Restore the newest intact checkpoint and return its loop state (None: no checkpoint).
     A damaged newer one (half-written file, deleted folder, empty loop.json) is skipped with a
     one-line warning; when every checkpoint is damaged the run cannot continue."""
     ckpt_root = Path(ckpt_root)
     state = read_state(ckpt_root)
-    names = sorted({p.name for p in ckpt_root.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp")}, reverse=True)
+    names = _step_names(ckpt_root)
     if state.get("latest") and state["latest"] not in names:
         warn(f"{ckpt_root / state['latest']}: the latest checkpoint is missing")
     for name in names:
@@ -171,8 +191,9 @@ def resume_latest(ckpt_root: Path, *, model, optimizer, scheduler) -> dict | Non
             except Exception as e:  # a file that passes the checks but does not load is damaged too
                 why = f"does not load ({type(e).__name__})"
             else:
-                if name != names[0] or state.get("latest") not in (None, name):
+                if name != names[0] or state.get("latest") != name:
                     warn(f"resuming from {ckpt_root / name}, the newest intact checkpoint")
+                    _repoint(ckpt_root, state, name)
                 return loop
         warn(f"{ckpt_root / name}: damaged ({why}); skipping it")
     if names or state.get("latest"):
