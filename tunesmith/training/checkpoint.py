@@ -189,7 +189,7 @@ def resume_latest(ckpt_root: Path, *, model, optimizer, scheduler) -> dict | Non
             try:
                 loop = load_checkpoint(ckpt_root / name, model=model, optimizer=optimizer, scheduler=scheduler)
             except Exception as e:  # a file that passes the checks but does not load is damaged too
-                why = f"does not load ({type(e).__name__})"
+                why = f"does not load: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
             else:
                 if name != names[0] or state.get("latest") != name:
                     warn(f"resuming from {ckpt_root / name}, the newest intact checkpoint")
