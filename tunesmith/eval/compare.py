@@ -12,14 +12,23 @@ from tunesmith.eval.stats import mcnemar, paired_bootstrap
 
 # What a result records about how it was produced, for results written before "settings" was.
 _LEGACY_SETTINGS = ("task", "n", "shots", "shot_selection", "prompt_template", "generation")
-# Input files are matched by their contents (the data hash), not by how their path was spelt.
-_PATHS = ("data", "reference_file", "ids_file", "shots_from", "domain_corpus", "ood_data")
+# Input files are matched by their contents (the data hash), not by how their path was spelt;
+# batching and the number of bootstrap resamples do not change the per-item scores compared.
+_IGNORED = ("data", "reference_file", "ids_file", "shots_from", "domain_corpus", "ood_data", "batch_size", "bootstrap")
 
 
-def _settings(r: dict) -> dict:
-    if "settings" in r:
-        return {k: v for k, v in r["settings"].items() if k not in _PATHS}
+def _settings(r: dict, legacy: bool = False) -> dict:
+    if "settings" in r and not legacy:
+        return {k: v for k, v in r["settings"].items() if k not in _IGNORED}
     return {k: r.get(k) for k in _LEGACY_SETTINGS}
+
+
+def _same(ra: dict, rb: dict) -> bool:
+    """Same dataset, data and settings (a result written before settings were recorded is
+    matched on what it does record)."""
+    legacy = "settings" not in ra or "settings" not in rb
+    return (ra["dataset"] == rb["dataset"] and ra.get("data", {}).get("hash") == rb.get("data", {}).get("hash")
+            and _settings(ra, legacy) == _settings(rb, legacy))
 
 
 def _candidates(spec: str, dataset: str | None) -> list[tuple[Path, dict]]:
@@ -43,9 +52,7 @@ def pick_pair(a: str, b: str, dataset: str | None = None) -> tuple[Path, Path]:
     """The two stored results to compare: same dataset, same data, same settings. Among several
     such pairs, the one holding A's latest evaluation, else the most recent."""
     ca, cb = _candidates(a, dataset), _candidates(b, dataset)
-    same = [(x, y) for x in ca for y in cb
-            if x[1]["dataset"] == y[1]["dataset"] and x[1].get("data", {}).get("hash") == y[1].get("data", {}).get("hash")
-            and _settings(x[1]) == _settings(y[1])]
+    same = [(x, y) for x in ca for y in cb if _same(x[1], y[1])]
     if not same:
         if len(ca) == len(cb) == 1 and ca[0][1].get("data", {}).get("hash") != cb[0][1].get("data", {}).get("hash"):
             ra, rb = ca[0][1], cb[0][1]
