@@ -319,10 +319,10 @@ def test_eval_results_of_different_settings_are_both_kept(tmp_path, tiny_model_d
     for model, limit in ((tiny_model_dir, 6), (other, 6), (tiny_model_dir, 1)):
         assert cli("eval", model, *common, "--limit", limit).returncode == 0
     run_a, run_b = tmp_path / "runs" / tiny_model_dir.name, tmp_path / "runs" / "tiny-b"
-    assert len(list((run_a / "eval").glob("qa_test.*.samples.jsonl"))) == 2  # both evaluations kept
     res = probe("eval compare after a 1-item re-evaluation", ["eval", "compare", run_a, run_b, "--dataset", "qa_test"], want_error=False,
                 right=lambda r: "6 paired items" in r.stdout)
     assert "compared:" in res.stdout, res.stdout
+    assert len(list((run_a / "eval").glob("qa_test.*.samples.jsonl"))) == 2  # both evaluations kept
     again = cli("eval", tiny_model_dir, *common, "--limit", 6)
     assert again.returncode == 0 and "cached" in again.stdout.lower() + again.stderr.lower(), again.stdout
     latest = json.loads((run_a / "eval" / "qa_test.json").read_text())
