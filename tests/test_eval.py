@@ -182,3 +182,31 @@ def test_prompt_recipe_change_invalidates_the_eval_cache(tmp_path, tiny_model_di
     assert api.evaluate(str(tmp_path / "p"), progress=False, **kw)["cached"]
     prompt_run(2)  # same weights, different prompt: a different evaluation
     assert not api.evaluate(str(tmp_path / "p"), progress=False, **kw)["cached"]
+
+
+def test_compare_picks_the_results_of_the_same_settings(tmp_path):
+    """A run keeps every evaluation (keyed by cache key); compare pairs the ones of the same data
+    and settings, not whichever was written last, and says which files it compared."""
+    import shutil
+
+    from tunesmith.errors import TunesmithError
+    from tunesmith.eval.compare import compare
+
+    def store(run, key, limit, scores):
+        d = tmp_path / run / "eval"
+        d.mkdir(parents=True, exist_ok=True)
+        res = {"dataset": "t", "data": {"hash": "h", "path": "t"}, "cache_key": key * 12, "settings": {"limit": limit, "batch_size": len(key)},
+               "created": f"2026-01-0{len(list(d.glob('*.json'))) + 1}"}
+        (d / f"t.{key * 12}.json").write_text(json.dumps(res))
+        (d / f"t.{key * 12}.samples.jsonl").write_text("".join(json.dumps({"id": str(i), "scores": {"exact_match": s}}) + "\n" for i, s in enumerate(scores)))
+        shutil.copy(d / f"t.{key * 12}.json", d / "t.json")  # the latest copy
+        shutil.copy(d / f"t.{key * 12}.samples.jsonl", d / "t.samples.jsonl")
+
+    store("a", "1", 40, [0] * 40)
+    store("a", "2", 1, [1])  # a later 1-item evaluation of the same dataset
+    store("b", "33", 40, [1] * 40)  # another batch size: same per-item scores
+    c = compare(str(tmp_path / "a"), str(tmp_path / "b"))
+    assert c["n"] == 40 and c["a_file"].endswith("t.111111111111.json") and "limit=40" in c["settings"]
+    store("c", "4", 5, [1] * 5)
+    with pytest.raises(TunesmithError, match="same settings"):
+        compare(str(tmp_path / "a"), str(tmp_path / "c"))

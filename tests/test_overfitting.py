@@ -76,6 +76,15 @@ def test_missing_file_and_bad_json(tmp_path):
     with pytest.raises(TunesmithError, match="no such metrics file"):
         analyse_metrics(tmp_path / "nope.jsonl")
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"step": 1, "loss": 2.0}\n{not json\n')
+    bad.write_text('{"step": 1, "loss": 2.0}\n{not json\n{"step": 2, "loss": 1.0}\n')
     with pytest.raises(TunesmithError, match="bad.jsonl:2"):
         analyse_metrics(bad)
+
+
+def test_torn_last_line_is_dropped_with_a_warning(tmp_path, capsys):
+    # A kill (or a full disk) mid-append leaves half a line at the end: the rest still reads.
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "val_loss": 1.5}\n{"step": 3, "lo')
+    out = analyse_metrics(torn)
+    assert out["final_train_loss"] == 2.0 and out["n_val_evals"] == 1
+    assert "torn.jsonl:3: torn last line dropped" in capsys.readouterr().err

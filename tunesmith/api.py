@@ -15,14 +15,36 @@ from tunesmith.errors import TunesmithError
 
 
 def train(config: str | Path | object, overrides=(), *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
-    """Run the regimen a config names; returns the run summary (also in runs/<name>/run.json)."""
+    """Run the regimen a config names; returns the run summary (also in runs/<name>/run.json).
+
+    One process per run directory (a lock); the model is resolved before anything on disk
+    changes; `overwrite` replaces the old run only once the new one has succeeded; a start that
+    fails before its first checkpoint leaves no directory behind."""
     import importlib
 
     from tunesmith.config import TrainConfig, load_train_config
+    from tunesmith.models.loading import resolve_model
+    from tunesmith.rundir import check_name, remove_tree, replacing, run_lock
 
     cfg = config if isinstance(config, TrainConfig) else load_train_config(config, overrides)
+    check_name(cfg.name, "name")
     module = importlib.import_module(f"tunesmith.regimens.{cfg.regimen}")
-    return module.train(cfg, resume=resume, overwrite=overwrite, progress=progress)
+    run = cfg.run_dir
+    with run_lock(run):
+        if overwrite and not resume and (run / "run.json").exists():
+            resolve_model(cfg.start_model)  # a typo in model.name must not cost the previous run
+        if resume and (run / "checkpoints").is_dir():
+            from tunesmith.training.checkpoint import check_resumable
+
+            check_resumable(run / "checkpoints")  # before run.json turns back to "running"
+        fresh = not run.exists()
+        with replacing(run, overwrite and not resume):
+            try:
+                return module.train(cfg, resume=resume, overwrite=overwrite, progress=progress)
+            except Exception:
+                if (fresh or overwrite) and run.exists() and not (run / "checkpoints" / "state.json").exists():
+                    remove_tree(run, run.parent)  # nothing worth resuming; the retry starts clean
+                raise
 
 
 def conversations(model: str, prompts: list[str], system: str | None = None) -> list[list[dict]]:

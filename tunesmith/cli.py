@@ -338,6 +338,16 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except Exception as e:  # only a full disk is handled here; anything else is re-raised
+        # A full disk can strike any write (metrics, exports); say so in one line, not a traceback.
+        from tunesmith.rundir import disk_full
+
+        name = getattr(e, "filename", None)
+        err = disk_full(e, (os.path.dirname(name) if isinstance(name, str) else "") or ".")
+        if err is None or os.environ.get("TUNESMITH_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         print("\ninterrupted; a training run continues with `tunesmith train CONFIG --resume`", file=sys.stderr)
         return 130

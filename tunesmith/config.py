@@ -14,6 +14,7 @@ from typing import Literal
 from tunesmith import configlib
 from tunesmith.configlib import option
 from tunesmith.errors import ConfigError
+from tunesmith.rundir import check_name
 from tunesmith.models.builtins import DEFAULT_MODEL
 
 # Each is a module tunesmith.regimens.<name> with a train(cfg, ...) function.
@@ -144,6 +145,8 @@ class TrainConfig:
     grpo: GrpoConfig = field(default_factory=GrpoConfig)
 
     def validate(self) -> None:
+        if self.name is not None:
+            check_name(self.name, "name")  # one folder under output_dir, never ../ or an absolute path
         if self.regimen == "rag" and not self.rag.corpus:
             raise ConfigError("rag.corpus: required for regimen rag (the domain documents to retrieve from)")
         zero_shot = self.regimen in ("prompt", "rag") and self.prompting.shots == 0
@@ -169,4 +172,8 @@ def load_train_config(path: str | Path | None = None, overrides=(), *, base: dic
     cfg = configlib.load_config(TrainConfig, path, overrides, base=base)
     if not cfg.name:
         cfg.name = Path(path).stem if path else "run"
+        try:
+            check_name(cfg.name, "name")
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e} (the run is named after the config file; set name: in it)") from None
     return cfg

@@ -18,23 +18,25 @@ from pathlib import Path
 
 from tunesmith.errors import TunesmithError
 from tunesmith.atomic import write_json_atomic, write_text_atomic
+from tunesmith.rundir import check_name, failed_start, remove_tree, warn
 
 SCHEMA_VERSION = 1
 _PACKAGES = ("tunesmith", "torch", "transformers", "peft", "tokenizers", "safetensors", "numpy", "gguf", "accelerate")
 
 
 def prepare_run_dir(path: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber a finished or partial run unless asked to continue or replace it."""
+    """Refuse to clobber a finished or partial run unless asked to continue or replace it.
+    A failed start (no checkpoint, not completed) holds nothing to lose: it is replaced."""
     path = Path(path)
+    check_name(path.name, "name")
     exists = (path / "run.json").exists()
-    if exists and not (resume or overwrite):
+    stale = exists and not resume and failed_start(path)
+    if exists and not (resume or overwrite or stale):
         raise TunesmithError(f"{path} already holds a run; pass --resume to continue it or --overwrite to start over")
     if resume and not exists:
         raise TunesmithError(f"{path}: nothing to resume (no run.json); drop --resume to start this run")
-    if overwrite and exists and not resume:
-        import shutil
-
-        shutil.rmtree(path)
+    if (overwrite or stale) and exists and not resume:
+        remove_tree(path, path.parent)
     path.mkdir(parents=True, exist_ok=True)
 
 
@@ -114,15 +116,37 @@ def data_manifest(files: dict[str, str | None], counts: dict[str, int], extra: d
     return out
 
 
+def read_metrics(path: Path) -> list[dict]:
+    """metrics.jsonl's records. A torn last line (a kill or a full disk mid-append) is dropped
+    with a warning; a damaged line elsewhere is a one-line error naming it."""
+    path = Path(path)
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    out = []
+    for n, ln in enumerate(lines, 1):
+        if not ln.strip():
+            continue
+        try:
+            rec = json.loads(ln)
+        except ValueError:
+            rec = None
+        if not isinstance(rec, dict):
+            if n == len(lines):
+                warn(f"{path}:{n}: torn last line dropped (an interrupted write)")
+                continue
+            raise TunesmithError(f"{path}:{n}: not a JSON object; delete or repair this line")
+        out.append(rec)
+    return out
+
+
 class MetricsLog:
     """Append-only metrics.jsonl; on resume, lines past the checkpoint's step are dropped
-    (they are about to be recomputed)."""
+    (they are about to be recomputed), and so is a torn last line."""
 
     def __init__(self, path: Path, resume_step: int | None = None):
         self.path = Path(path)
         if resume_step is not None and self.path.exists():
-            keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
-            write_text_atomic(self.path, "".join(k + "\n" for k in keep))
+            keep = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+            write_text_atomic(self.path, "".join(json.dumps(k) + "\n" for k in keep))
         elif resume_step is None and self.path.exists():
             self.path.unlink()
 
@@ -131,9 +155,7 @@ class MetricsLog:
             f.write(json.dumps(record) + "\n")
 
     def read(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        return [json.loads(ln) for ln in self.path.read_text().splitlines() if ln.strip()]
+        return read_metrics(self.path)
 
 
 def chain_of(spec: str) -> list[str]:
@@ -153,9 +175,7 @@ def start_run(cfg, *, regimen: str, files: dict, counts: dict, data_info: dict |
 
     run = cfg.run_dir
     prepare_run_dir(run, resume=resume, overwrite=overwrite)
-    tmp = run / "config.yaml.tmp"
-    tmp.write_text(configlib.dump_yaml(cfg))
-    os.replace(tmp, run / "config.yaml")
+    write_text_atomic(run / "config.yaml", configlib.dump_yaml(cfg))
     write_json_atomic(run / "env.json", env_info())
     write_json_atomic(run / "data_manifest.json", data_manifest(files, counts, data_info))
     update_run(run, schema_version=SCHEMA_VERSION, name=cfg.name, regimen=regimen, base_model=cfg.start_model,

@@ -12,7 +12,6 @@ lines {"step", "val_loss"}.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from statistics import fmean
@@ -23,15 +22,11 @@ from tunesmith.errors import TunesmithError
 def _read(path: Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
     """(training, validation) as (step, loss) lists sorted by step; a step logged twice keeps
     its last line (a resumed run rewrites the steps past its checkpoint)."""
+    from tunesmith.runs import read_metrics  # drops a torn last line with a warning
+
     train: dict[int, float] = {}
     val: dict[int, float] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise TunesmithError(f"{path}:{n}: not valid JSON ({e.msg})") from e
+    for rec in read_metrics(path):
         if "step" not in rec:
             continue
         if rec.get("val_loss") is not None:

@@ -1,6 +1,9 @@
 """`tunesmith eval`: evaluate a model or a run on one dataset and write the results into the
-run directory: eval/<dataset>.json (metrics with 95% intervals, settings, hashes) and
-eval/<dataset>.samples.jsonl (input, prediction, reference, per-item scores).
+run directory: eval/<dataset>.<key>.json (metrics with 95% intervals, settings, hashes) and
+eval/<dataset>.<key>.samples.jsonl (input, prediction, reference, per-item scores), where <key>
+starts the cache key (model, data, settings): an evaluation with other settings never replaces
+another's results. eval/<dataset>.json and .samples.jsonl are copies of the latest one asked for
+(what studies and older readers read).
 
 A bare model gets its own run directory, so its results sit beside fine-tuned ones. Results
 are cached by (model hash, data hash, settings): the same evaluation twice does no work.
@@ -19,6 +22,7 @@ from tunesmith.atomic import write_json_atomic, write_jsonl_atomic
 from tunesmith.errors import TunesmithError
 from tunesmith.eval import scoring
 from tunesmith.eval.config import EvalConfig
+from tunesmith.rundir import check_name
 from tunesmith.runs import SCHEMA_VERSION, update_run
 
 EVAL_VERSION = 1  # bump when scoring changes, so cached results are recomputed
@@ -33,7 +37,8 @@ def model_run_dir(spec: str, output_dir: str | Path = "runs") -> Path:
     p = Path(spec)
     if (p / "run.json").exists():
         return p
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", p.stem if p.suffix == ".gguf" else p.name).strip("-") or "model"
+    # Edge dots stripped too: a spec like ".." must not name a folder outside output_dir.
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", p.stem if p.suffix == ".gguf" else p.name).strip("-.") or "model"
     run = Path(output_dir) / name
     if not (run / "run.json").exists():
         run.mkdir(parents=True, exist_ok=True)
@@ -125,6 +130,7 @@ def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool =
     from tunesmith.eval.tasks import build_items
     from tunesmith.models.loading import load_model
 
+    check_name(cfg.dataset_name, "name")  # it names the result files inside the run's eval/
     records = read_records(cfg)  # bad data fails before the model loads
     run = model_run_dir(spec, cfg.output_dir)
     system = cfg.system if cfg.system is not None else run_system_prompt(str(run))
@@ -133,11 +139,9 @@ def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool =
     if cfg.domain_corpus:
         key_src["adherence_v"] = ADHERENCE_VERSION
     cache_key = hashlib.sha256(json.dumps(key_src, sort_keys=True, default=str).encode()).hexdigest()
-    out = run / "eval" / f"{cfg.dataset_name}.json"
-    if out.exists() and not force:
-        prev = json.loads(out.read_text())
-        if prev.get("cache_key") == cache_key and not prev.get("helpfulness", {}).get("judgments_failed"):
-            return {**prev, "cached": True}
+    out = keyed_path(run, cfg.dataset_name, cache_key)
+    if not force and (prev := _cached(out, cfg.dataset_name, cache_key)) is not None:
+        return {**prev, "cached": True, "path": str(out)}
 
     if json.loads((run / "run.json").read_text()).get("regimen") == "head":
         return _evaluate_head_run(run, cfg, cache_key, out)
@@ -162,7 +166,7 @@ def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool =
         "prompt_template": cfg.prompt, "system": system, "shots": cfg.shots, "shot_selection": cfg.shot_selection,
         "model": {"spec": spec, "hash": key_src["model"]}, "data": {"path": cfg.data, "hash": key_src["data"]},
         "seconds": round(gen_seconds, 2), "seconds_per_item": round(gen_seconds / max(len(items), 1), 4),
-        "cache_key": cache_key, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "cache_key": cache_key, "settings": cfg.cache_fields(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     if retrieval:
         result["retrieval"] = retrieval
@@ -176,8 +180,9 @@ def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool =
         result["adherence"] = _adherence(run, model, tok, samples[0], [it.display for it in items], cfg, system, progress)
     if cfg.general_ability:
         result["general_ability"] = _general_ability(spec, key_src["model"], _base_of(run) if cfg.general_ability_base else None, system)
-    _write_samples(run / "eval" / f"{cfg.dataset_name}.samples.jsonl", items, samples, per_item, option_scores)
+    _write_samples(_samples_path(out), items, samples, per_item, option_scores)
     write_json_atomic(out, result)
+    _publish_latest(out)
     return {**result, "cached": False, "path": str(out)}
 
 
@@ -194,13 +199,15 @@ def _evaluate_head_run(run: Path, cfg: EvalConfig, cache_key: str, out: Path) ->
     from tunesmith.eval.sources import read_records
 
     records = read_records(dataclasses.replace(cfg, shuffle=False))
-    write_jsonl_atomic(run / "eval" / f"{cfg.dataset_name}.samples.jsonl",
+    write_jsonl_atomic(_samples_path(out),
                        ({"id": rec["id"], "input": rec.get("text", rec.get("sentence", "")), "prediction": row["pred"],
                          "reference": row["label"], "scores": {"correct": float(row["correct"])}}
                         for rec, row in zip(records, res["per_item"])))
-    res.update(schema_version=SCHEMA_VERSION, dataset=cfg.dataset_name, cache_key=cache_key,
+    res.update(schema_version=SCHEMA_VERSION, dataset=cfg.dataset_name, cache_key=cache_key, settings=cfg.cache_fields(),
                helpfulness={"method": "not applicable (no free-text reference)"}, created=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    res.setdefault("data", {})["hash"] = _data_hash(cfg)
     write_json_atomic(out, res)
+    _publish_latest(out)
     return {**res, "cached": False, "path": str(out)}
 
 
@@ -324,19 +331,100 @@ def _write_samples(path: Path, items, samples, per_item, option_scores) -> None:
     write_jsonl_atomic(path, (record(i, it, row) for i, (it, row) in enumerate(zip(items, per_item))))
 
 
+def keyed_path(run: Path, dataset: str, cache_key: str) -> Path:
+    """Where one evaluation's result lives: its dataset name plus the start of its cache key."""
+    return Path(run) / "eval" / f"{dataset}.{cache_key[:12]}.json"
+
+
+def _samples_path(result: Path) -> Path:
+    return result.with_name(result.stem + ".samples.jsonl")
+
+
+def _latest_path(result: Path, dataset: str) -> Path:
+    return result.with_name(f"{dataset}.json")
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _cached(out: Path, dataset: str, cache_key: str) -> dict | None:
+    """The stored result for this cache key, made the latest again (a study reads the latest);
+    a result written before results were keyed is found in the latest file and keyed now."""
+    def usable(r: dict | None) -> bool:  # an evaluation whose judge failed is recomputed, never final
+        return r is not None and r.get("cache_key") == cache_key and not (r.get("helpfulness") or {}).get("judgments_failed")
+
+    prev = _read_json(out)
+    if not usable(prev):
+        legacy = _latest_path(out, dataset)
+        prev = _read_json(legacy)
+        if not usable(prev):
+            return None
+        _copy(_samples_path(legacy), _samples_path(out))
+        _copy(legacy, out)
+    _publish_latest(out)
+    return prev
+
+
+def _copy(src: Path, dst: Path) -> None:
+    import shutil
+
+    from tunesmith.atomic import write_atomic
+
+    if src.exists() and src.resolve() != dst.resolve():
+        with open(src, "rb") as fh:
+            write_atomic(dst, lambda out: shutil.copyfileobj(fh, out), binary=True)
+
+
+def _publish_latest(result: Path) -> None:
+    """Copy a keyed result (samples first) to eval/<dataset>.json, the latest one asked for."""
+    dataset = json.loads(result.read_text())["dataset"]
+    latest = _latest_path(result, dataset)
+    _copy(_samples_path(result), _samples_path(latest))
+    _copy(result, latest)
+
+
+def stored_results(run: Path, dataset: str | None = None) -> list[tuple[Path, dict]]:
+    """Every evaluation stored in a run: the keyed results, and a latest file that has no keyed
+    copy (written before results were keyed)."""
+    out = []
+    for f in sorted((Path(run) / "eval").glob("*.json")):
+        r = _read_json(f)
+        if r is None or "dataset" not in r or (dataset and r["dataset"] != dataset):
+            continue
+        keyed = f"{r['dataset']}.{str(r.get('cache_key'))[:12]}.json"
+        if f.name == keyed or (f.name == f"{r['dataset']}.json" and not (f.parent / keyed).exists()):
+            out.append((f, r))
+    return out
+
+
 def load_result(run_or_file: str, dataset: str | None = None) -> tuple[dict, list[dict]]:
-    """An eval result and its samples, from a run directory (and dataset name) or a result file."""
+    """An eval result and its samples, from a run directory (its latest evaluation of
+    `dataset`) or a result file."""
     p = Path(run_or_file)
     if p.is_dir():
-        files = sorted((p / "eval").glob("*.json"))
+        names = sorted({r["dataset"] for _, r in stored_results(p)})
         if dataset:
-            files = [f for f in files if f.stem == dataset]
-        if len(files) != 1:
-            names = ", ".join(f.stem for f in sorted((p / "eval").glob("*.json"))) or "none"
-            raise TunesmithError(f"{p}: name the dataset with --dataset (evaluated: {names})")
-        p = files[0]
+            names = [n for n in names if n == dataset]
+        if len(names) != 1:
+            evaluated = ", ".join(sorted({r["dataset"] for _, r in stored_results(p)})) or "none"
+            raise TunesmithError(f"{p}: name the dataset with --dataset (evaluated: {evaluated})")
+        p = p / "eval" / f"{names[0]}.json"
+    return read_result(p)
+
+
+def read_result(p: Path) -> tuple[dict, list[dict]]:
+    """A result file and the samples stored beside it."""
+    p = Path(p)
     if not p.exists():
         raise TunesmithError(f"{p}: no such evaluation result")
-    samples_path = p.with_name(p.stem + ".samples.jsonl")
+    result = _read_json(p)
+    if result is None:
+        raise TunesmithError(f"{p}: not a readable evaluation result (re-run the evaluation)")
+    samples_path = _samples_path(p)
     samples = [json.loads(x) for x in samples_path.read_text().splitlines() if x.strip()] if samples_path.exists() else []
-    return json.loads(p.read_text()), samples
+    return result, samples

@@ -278,9 +278,9 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     loop = {"step": 0, "epoch": 0, "pos": 0, "best_val": None, "best_step": None, "bad_evals": 0,
             "tokens": 0, "train_s": 0.0, "last_loss": None, "last_reward": None, "first_reward": None,
             "stopped_early": False}
-    state = ckpt.read_state(run / "checkpoints")
-    if resume and state.get("latest"):
-        loop = ckpt.load_checkpoint(run / "checkpoints" / state["latest"], model=model, optimizer=optimizer, scheduler=scheduler)
+    restored = ckpt.resume_latest(run / "checkpoints", model=model, optimizer=optimizer, scheduler=scheduler) if resume else None
+    if restored is not None:
+        loop = restored
     log = TrainLogger(run, total_steps, loop["step"] if resume else None, enabled=progress)
     log.header(f"grpo {cfg.adapter.mode} | {n_trainable:,} of {n_total:,} params trained | {len(train_rows)} prompts, "
                f"{P} x {G} completions per step | {total_steps} steps | rewards {dict(gc.rewards)} | {device.type} {precision}")

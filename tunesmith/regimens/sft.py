@@ -85,9 +85,9 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     # Loop state; on resume it comes back from the latest checkpoint with every RNG.
     loop = {"step": 0, "epoch": 0, "micro": 0, "best_val": None, "best_step": None, "bad_evals": 0,
             "tokens": 0, "train_s": 0.0, "last_loss": None, "stopped_early": False}
-    state = ckpt.read_state(run / "checkpoints")
-    if resume and state.get("latest"):
-        loop = ckpt.load_checkpoint(run / "checkpoints" / state["latest"], model=model, optimizer=optimizer, scheduler=scheduler)
+    restored = ckpt.resume_latest(run / "checkpoints", model=model, optimizer=optimizer, scheduler=scheduler) if resume else None
+    if restored is not None:
+        loop = restored
     log = TrainLogger(run, total_steps, loop["step"] if resume else None, enabled=progress)
     log.header(f"sft {cfg.adapter.mode} | {n_trainable:,} of {n_total:,} params trained | {len(rows)} rows of "
                f"{len(train_ex)} examples | {total_steps} steps | {device.type} {precision}")

@@ -15,6 +15,7 @@ from tunesmith import configlib
 from tunesmith.config import REGIMENS
 from tunesmith.configlib import option
 from tunesmith.errors import ConfigError
+from tunesmith.rundir import check_name
 from tunesmith.models.builtins import DEFAULT_MODEL
 
 
@@ -82,6 +83,9 @@ class ArmConfig:
     on: str | None = option(None, "Use another arm's model as this arm's model (e.g. retrieval on top of a fine-tuned model)")
     report: bool = option(True, "Show this arm in the report (false for intermediate arms such as the pre-training step of a chain)")
 
+    def validate(self) -> None:
+        check_name(self.name, "name")  # it names the arm's run folders
+
 
 @dataclass
 class StudyConfig:
@@ -99,6 +103,8 @@ class StudyConfig:
     notes: list[str] = option(default_factory=list, doc="Notes printed in the report (what the study left out and why)")
 
     def validate(self) -> None:
+        if self.name is not None:
+            check_name(self.name, "name")
         if not self.data.train or not self.data.test:
             raise ConfigError("data.train and data.test: both are required (training questions and held-out questions)")
         names = [a.name for a in self.arms]

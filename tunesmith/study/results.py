@@ -92,8 +92,9 @@ def _pair(mine: dict, other: dict) -> dict | None:
 
 
 def _curves(run: Path) -> dict:
-    p = run / "metrics.jsonl"
-    lines = [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.exists() else []
+    from tunesmith.runs import read_metrics  # tolerates a torn last line
+
+    lines = read_metrics(run / "metrics.jsonl")
     return {"train": [[x["step"], x["loss"]] for x in lines if "loss" in x], "val": [[x["step"], x["val_loss"]] for x in lines if "val_loss" in x]}
 
 

@@ -7,11 +7,11 @@ Any regimen that trains weights calls `apply_adapter` and, at the end, `save_mod
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 from tunesmith.errors import ConfigError
+from tunesmith.rundir import remove_tree
 
 
 def apply_adapter(model, cfg, *, task_type: str = "CAUSAL_LM"):
@@ -111,12 +111,12 @@ def save_model(model, tokenizer, out_dir: Path) -> Path:
         tokenizer.save_pretrained(tmp)
         if out_dir.exists():
             old = out_dir.with_name(out_dir.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
+            remove_tree(old, out_dir.parent)
             os.replace(out_dir, old)
             os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
+            remove_tree(old, out_dir.parent)
         else:
             os.replace(tmp, out_dir)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp, out_dir.parent)
     return out_dir

@@ -30,6 +30,12 @@ def load_best_for_export(run: Path, model, load_best: bool) -> str:
     """Load the best checkpoint's weights when it is not the last one; return what is exported."""
     state = ckpt.read_state(run / "checkpoints")
     if load_best and state.get("best") and state.get("best") != state.get("latest"):
+        why = ckpt.damage(run / "checkpoints" / state["best"])
+        if why:
+            from tunesmith.rundir import warn
+
+            warn(f"{run / 'checkpoints' / state['best']}: the best checkpoint is damaged ({why}); exporting the last weights")
+            return "last"
         ckpt.load_checkpoint(run / "checkpoints" / state["best"], model=model)
         return state["best"]
     return "last"
