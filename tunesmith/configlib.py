@@ -27,10 +27,11 @@ import yaml
 
 from tunesmith.errors import ConfigError
 
-__all__ = ["MISSING", "option", "from_dict", "load_config", "parse_overrides", "apply_overrides",
+__all__ = ["MISSING", "SEED_MAX", "option", "from_dict", "load_config", "parse_overrides", "apply_overrides",
            "to_dict", "dump_yaml", "describe", "field_paths"]
 
 _NONE = type(None)
+SEED_MAX = 2**32 - 1  # the largest seed numpy accepts (unsigned 32-bit): the bound of every seed option
 _TEXT = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 _BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
@@ -252,8 +253,10 @@ def _coerce_scalar(tp: type, value: Any, path: str, ctx: _Ctx) -> Any:
             value = int(value) if tp is int and value.strip().lstrip("+-").isdigit() else float(value)
         except ValueError:
             raise bad from None
-        if not math.isfinite(value):
-            raise bad
+    if isinstance(value, float) and not math.isfinite(value):
+        # .inf/.nan pass every `minimum` and `maximum` comparison (nan compares false) and
+        # then train a NaN model or overflow int(); no option means them.
+        raise _Invalid(path, f"expected a finite number, got {_show(value)}")
     if tp is float and isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
@@ -275,12 +278,23 @@ def _check_meta(value: Any, meta: typing.Mapping[str, Any], path: str) -> Any:
         items = value if isinstance(value, (list, tuple)) else [value]
         for i, item in enumerate(items):
             _check_choice(item, choices, f"{path}[{i}]" if items is value else path)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        low, high = meta.get("minimum"), meta.get("maximum")
-        if low is not None and value < low:
-            raise _Invalid(path, f"must be >= {low}, got {_show(value)}")
-        if high is not None and value > high:
-            raise _Invalid(path, f"must be <= {high}, got {_show(value)}")
+    low, high = meta.get("minimum"), meta.get("maximum")
+    if low is None and high is None:
+        return value
+    # Bounds hold for a number, each number of a list and each value of a mapping.
+    if isinstance(value, (list, tuple)):
+        items = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+    elif isinstance(value, dict):
+        items = [(_join(path, k), v) for k, v in value.items()]
+    else:
+        items = [(path, value)]
+    for where, item in items:
+        if not isinstance(item, (int, float)) or isinstance(item, bool):
+            continue
+        if low is not None and item < low:
+            raise _Invalid(where, f"must be >= {low}, got {_show(item)}")
+        if high is not None and item > high:
+            raise _Invalid(where, f"must be <= {high}, got {_show(item)}")
     return value
 
 
@@ -352,6 +366,70 @@ def _yaml_problem(err: yaml.YAMLError) -> tuple[int | None, str]:
     return (mark.line + 1 if mark is not None else None), " ".join(str(what).split())
 
 
+# A config is a few hundred values a few levels deep. Far past that is a mistake or an attack:
+# a 1 KB "billion laughs" file expands, alias by alias, to 10^9 values, and nesting thousands
+# deep exhausts Python's recursion limit.
+MAX_YAML_DEPTH = 64
+MAX_YAML_VALUES = 100_000
+
+
+class _YamlLimit(yaml.YAMLError):
+    """A YAML document over MAX_YAML_DEPTH or MAX_YAML_VALUES; read like PyYAML's own errors."""
+
+    def __init__(self, problem: str, mark: Any = None):
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses deep nesting while composing, before Python's recursion limit."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self._depth >= MAX_YAML_DEPTH:
+            raise _YamlLimit(f"nested deeper than {MAX_YAML_DEPTH} levels (flatten it)", self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many values the node tree holds once every alias is expanded (linear in its size:
+    a node shared through aliases is counted once and its size reused)."""
+    if id(node) not in memo:
+        if isinstance(node, yaml.SequenceNode):
+            memo[id(node)] = 1 + sum(_expanded_size(n, memo) for n in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            memo[id(node)] = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+        else:
+            memo[id(node)] = 1
+    return memo[id(node)]
+
+
+def _compose(text: str) -> yaml.Node | None:
+    """The YAML node tree of `text`, refused (as a YAMLError) past the depth and size limits."""
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+    except RecursionError:  # a limit the depth check did not foresee (e.g. a deep key)
+        raise _YamlLimit(f"nested too deeply (flatten it to at most {MAX_YAML_DEPTH} levels)") from None
+    finally:
+        loader.dispose()
+    if node is not None and _expanded_size(node, {}) > MAX_YAML_VALUES:
+        raise _YamlLimit(f"expands to more than {MAX_YAML_VALUES:,} values through aliases (*name) or merge keys "
+                         "(write the values out instead of repeating blocks)", node.start_mark)
+    return node
+
+
+def _safe_value(text: str) -> Any:
+    """yaml.safe_load within the same limits as a config file (for --set values)."""
+    node = _compose(text)
+    return None if node is None else yaml.SafeLoader("").construct_document(node)
+
+
 def _to_data(node: yaml.Node, path: str, ctx: _Ctx, loader: yaml.SafeLoader) -> Any:
     """Composed node tree -> plain data, recording the line of every key and list item."""
     if isinstance(node, yaml.MappingNode):
@@ -389,7 +467,7 @@ def _read_yaml(path: Path, ctx: _Ctx) -> dict:
         why = getattr(err, "strerror", None) or err
         raise ConfigError(f"{ctx.source}: cannot read config file ({why})") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = _compose(text)
         data = {} if node is None else _to_data(node, "", ctx, yaml.SafeLoader(""))
     except yaml.YAMLError as err:
         line, why = _yaml_problem(err)
@@ -410,19 +488,24 @@ def _merge(base: dict, over: dict) -> dict:
 
 # ---------------------------------------------------------------- overrides
 
+def _brief(item: str) -> str:
+    """An override as an error quotes it: a 100 KB value would bury the message."""
+    return item if len(item) <= 80 else item[:77] + "..."
+
+
 def _parse_one(item: str) -> tuple[str, Any, str]:
     """`a.b=value` -> (path, parsed value, value text)."""
     path, sep, text = item.partition("=")
     path = path.strip()
     if not sep or not path:
-        raise ConfigError(f"--set {item}: expected key=value (e.g. --set training.lr=1e-4)")
+        raise ConfigError(f"--set {_brief(item)}: expected key=value (e.g. --set training.lr=1e-4)")
     if not text.strip():
         return path, "", text  # `--set x=` is the empty string; null is spelled `null`
     try:
-        return path, yaml.safe_load(text), text
+        return path, _safe_value(text), text
     except yaml.YAMLError as err:
         if text.lstrip()[0] in "[{":  # meant as a list or mapping: say why it does not parse
-            raise ConfigError(f"--set {item}: invalid value: {_yaml_problem(err)[1]}") from None
+            raise ConfigError(f"--set {_brief(item)}: invalid value: {_yaml_problem(err)[1]}") from None
         return path, text, text  # e.g. a template like `Q: {q}`: the text is what was meant
 
 
@@ -453,7 +536,7 @@ def _apply(data: dict, cls: type, overrides: Sequence[Any], origins: dict[str, s
     out = copy.deepcopy(data) if isinstance(data, dict) else {}
     for item in overrides:
         path, value, raw = _parse_one(item) if isinstance(item, str) else (*item, None)
-        label = f"--set {item}" if isinstance(item, str) else f"--set {path}={_flow(value)}"
+        label = f"--set {_brief(item)}" if isinstance(item, str) else f"--set {_brief(f'{path}={_flow(value)}')}"
         try:
             tp = _resolve(cls, path)
         except _Invalid as err:
