@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tunesmith.data.io import DEFAULT_MAX_LINE_BYTES, _kind, read_raw
+from tunesmith.data.io import DEFAULT_MAX_LINE_BYTES, MAX_NESTING, _kind, nesting_depth, read_raw, too_deep
 from tunesmith.errors import DataError, Problem, TunesmithError
 
 DATASET_TYPES: tuple[str, ...] = (
@@ -95,6 +95,12 @@ class _Fields:
             except json.JSONDecodeError as err:
                 self.problem(key, f"is a string that is not valid JSON ({err.msg}, column {err.colno})",
                              "give a JSON list of turns")
+                return None
+            except RecursionError:  # deeper than the decoder can go: clearly over the limit
+                self.problems.append(too_deep(self.file, self.line, key))
+                return None
+            if nesting_depth(value) > MAX_NESTING:
+                self.problems.append(too_deep(self.file, self.line, key))
                 return None
         if not isinstance(value, list):
             self.problem(key, f"must be a list of turns, got {_kind(value)}", "give a JSON list of turns")

@@ -20,7 +20,7 @@ from tunesmith.runs import start_run, update_run
 from tunesmith.training import checkpoint as ckpt
 from tunesmith.training.batching import count_targets, epoch_order, make_rows, mean_loss
 from tunesmith.training.adapters import load_trainable, save_model
-from tunesmith.training.losses import causal_lm_loss
+from tunesmith.training.losses import causal_lm_loss, check_finite_loss
 from tunesmith.training.progress import TrainLogger
 from tunesmith.training.runtime import autocast, prepare_runtime, to_device
 from tunesmith.training.optim import build_optimizer, step_budget
@@ -109,6 +109,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
             # Divide by the whole step's token count: every trained token weighs the same.
             (s / max(n_targets, 1)).backward()
             loss_sum += s.item()
+        check_finite_loss(loss_sum, loop["step"] + 1)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.max_grad_norm if tc.max_grad_norm else float("inf"))
         lr_now = optimizer.param_groups[0]["lr"]
         optimizer.step()
