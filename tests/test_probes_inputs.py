@@ -207,7 +207,13 @@ def test_train_rejects_bad_numbers_anywhere(tmp_path, tiny_model_dir, qa, text):
         merged[k] = {**merged.get(k, {}), **v} if isinstance(v, dict) else v
     f.write_text(yaml.safe_dump(merged))
     r = cli("train", f, "--quiet")
-    expect_clean(classify_error(r, text.split(":")[-2].split()[-1]), r)
+    expect_clean(classify_error(r, _leaf_key(yaml.safe_load(text))), r)
+
+
+def _leaf_key(data: dict) -> str:
+    """The innermost key of a one-path mapping: what the error must name."""
+    key, value = next(iter(data.items()))
+    return _leaf_key(value) if isinstance(value, dict) else key
 
 
 @pytest.mark.parametrize("item", ["training.learning_rate=inf", "training.learning_rate=.nan", "training.epochs=1e999",
@@ -217,21 +223,49 @@ def test_train_rejects_bad_numbers_in_set(tmp_path, tiny_model_dir, qa, item):
     expect_clean(classify_error(r, item.split("=")[0]), r)
 
 
-def test_training_stops_on_a_non_finite_loss(tmp_path, tiny_model_dir, qa):
-    # A model whose weights hold a NaN: the first loss is NaN; the run must stop and say so.
+@pytest.fixture(scope="module")
+def nan_model(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model with a NaN in its final norm: every loss it gives is NaN."""
     import shutil
 
     import torch
     from transformers import AutoModelForCausalLM
 
-    bad = tmp_path / "nan-model"
+    bad = tmp_path_factory.mktemp("nan") / "nan-model"
     shutil.copytree(tiny_model_dir, bad)
     model = AutoModelForCausalLM.from_pretrained(bad)
     with torch.no_grad():
         model.model.norm.weight.fill_(float("nan"))
     model.save_pretrained(bad)
-    r = cli("train", _train_yaml(tmp_path, bad, qa, "  learning_rate: 1e-3\n"), "--quiet")
+    return bad
+
+
+_REGIMEN_DATA = {
+    "sft": [{"prompt": f"What is item {i}?", "completion": f"It is {i}."} for i in range(12)],
+    "cpt": [{"text": f"Item {i} is a thing that sits on shelf {i % 3} of the store."} for i in range(12)],
+    "dpo": [{"prompt": f"Item {i}?", "chosen": f"It is {i}.", "rejected": "No idea."} for i in range(12)],
+    "head": [{"text": f"item {i} review", "label": "pos" if i % 2 else "neg"} for i in range(12)],
+}
+
+
+@pytest.mark.parametrize("regimen", list(_REGIMEN_DATA))
+def test_training_stops_on_a_non_finite_loss(tmp_path, nan_model, regimen):
+    # Weights holding a NaN make the first loss NaN: the run must stop and say so, not export
+    # a NaN model and report "completed".
+    data = _write(tmp_path, "d.jsonl", _REGIMEN_DATA[regimen])
+    r = cli("train", _train_yaml(tmp_path, nan_model, data, f"regimen: {regimen}\n"), "--quiet")
     expect_clean(classify_error(r, "not finite"), r)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_check_finite_loss_refuses_non_finite(value):
+    from tunesmith.errors import TunesmithError
+    from tunesmith.training.losses import check_finite_loss
+
+    assert check_finite_loss(2.5, 3) == 2.5
+    with pytest.raises(TunesmithError, match="step 7 is not finite") as info:
+        check_finite_loss(value, 7)
+    assert "\n" not in str(info.value)
 
 
 # ---------------------------------------------------------------- YAML bombs and deep nesting
@@ -264,7 +298,7 @@ def test_yaml_bombs_are_refused_quickly(tmp_path, name, command):
     expect_clean(classify_error(r, str(f)), r)
 
 
-@pytest.mark.parametrize("depth", [5000, 100_000])
+@pytest.mark.parametrize("depth", [5000, 60_000])  # 2 x 60k characters: near the OS limit on one argument
 def test_deep_override_is_refused(tmp_path, depth):
     f = tmp_path / "t.yaml"
     f.write_text("data:\n  train: x.jsonl\n")

@@ -26,6 +26,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 
 from tunesmith.errors import ConfigError
+from tunesmith.yamlsafe import compose_bounded, load_bounded
 
 __all__ = ["MISSING", "SEED_MAX", "option", "from_dict", "load_config", "parse_overrides", "apply_overrides",
            "to_dict", "dump_yaml", "describe", "field_paths"]
@@ -366,70 +367,6 @@ def _yaml_problem(err: yaml.YAMLError) -> tuple[int | None, str]:
     return (mark.line + 1 if mark is not None else None), " ".join(str(what).split())
 
 
-# A config is a few hundred values a few levels deep. Far past that is a mistake or an attack:
-# a 1 KB "billion laughs" file expands, alias by alias, to 10^9 values, and nesting thousands
-# deep exhausts Python's recursion limit.
-MAX_YAML_DEPTH = 64
-MAX_YAML_VALUES = 100_000
-
-
-class _YamlLimit(yaml.YAMLError):
-    """A YAML document over MAX_YAML_DEPTH or MAX_YAML_VALUES; read like PyYAML's own errors."""
-
-    def __init__(self, problem: str, mark: Any = None):
-        super().__init__(problem)
-        self.problem, self.problem_mark = problem, mark
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """SafeLoader that refuses deep nesting while composing, before Python's recursion limit."""
-
-    _depth = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self._depth >= MAX_YAML_DEPTH:
-            raise _YamlLimit(f"nested deeper than {MAX_YAML_DEPTH} levels (flatten it)", self.peek_event().start_mark)
-        self._depth += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-
-def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
-    """How many values the node tree holds once every alias is expanded (linear in its size:
-    a node shared through aliases is counted once and its size reused)."""
-    if id(node) not in memo:
-        if isinstance(node, yaml.SequenceNode):
-            memo[id(node)] = 1 + sum(_expanded_size(n, memo) for n in node.value)
-        elif isinstance(node, yaml.MappingNode):
-            memo[id(node)] = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
-        else:
-            memo[id(node)] = 1
-    return memo[id(node)]
-
-
-def _compose(text: str) -> yaml.Node | None:
-    """The YAML node tree of `text`, refused (as a YAMLError) past the depth and size limits."""
-    loader = _BoundedLoader(text)
-    try:
-        node = loader.get_single_node()
-    except RecursionError:  # a limit the depth check did not foresee (e.g. a deep key)
-        raise _YamlLimit(f"nested too deeply (flatten it to at most {MAX_YAML_DEPTH} levels)") from None
-    finally:
-        loader.dispose()
-    if node is not None and _expanded_size(node, {}) > MAX_YAML_VALUES:
-        raise _YamlLimit(f"expands to more than {MAX_YAML_VALUES:,} values through aliases (*name) or merge keys "
-                         "(write the values out instead of repeating blocks)", node.start_mark)
-    return node
-
-
-def _safe_value(text: str) -> Any:
-    """yaml.safe_load within the same limits as a config file (for --set values)."""
-    node = _compose(text)
-    return None if node is None else yaml.SafeLoader("").construct_document(node)
-
-
 def _to_data(node: yaml.Node, path: str, ctx: _Ctx, loader: yaml.SafeLoader) -> Any:
     """Composed node tree -> plain data, recording the line of every key and list item."""
     if isinstance(node, yaml.MappingNode):
@@ -467,7 +404,7 @@ def _read_yaml(path: Path, ctx: _Ctx) -> dict:
         why = getattr(err, "strerror", None) or err
         raise ConfigError(f"{ctx.source}: cannot read config file ({why})") from None
     try:
-        node = _compose(text)
+        node = compose_bounded(text)
         data = {} if node is None else _to_data(node, "", ctx, yaml.SafeLoader(""))
     except yaml.YAMLError as err:
         line, why = _yaml_problem(err)
@@ -502,7 +439,7 @@ def _parse_one(item: str) -> tuple[str, Any, str]:
     if not text.strip():
         return path, "", text  # `--set x=` is the empty string; null is spelled `null`
     try:
-        return path, _safe_value(text), text
+        return path, load_bounded(text), text
     except yaml.YAMLError as err:
         if text.lstrip()[0] in "[{":  # meant as a list or mapping: say why it does not parse
             raise ConfigError(f"--set {_brief(item)}: invalid value: {_yaml_problem(err)[1]}") from None

@@ -88,6 +88,8 @@ class StudyConfig:
             raise ConfigError(f"arms: duplicate arm name(s) {', '.join(sorted(dup))}")
         for a in self.arms:
             for ref, what in ((a.after, "after"), (a.on, "on")):
+                if ref is not None and not ref.strip():
+                    raise ConfigError(f"arms.{a.name}.{what}: empty; name an arm listed before it, or remove the key")
                 if ref and ref == a.name:  # a model cannot start from (or sit on) itself
                     raise ConfigError(f"arms.{a.name}.{what}: an arm cannot refer to itself; name an arm listed before it")
                 if ref and ref not in names:
