@@ -498,3 +498,26 @@ def test_malformed_cli_flags(tmp_path, args):
     (tmp_path / "x.jsonl").write_text('{"prompt": "q", "completion": "a"}\n')
     r = cli(*args, cwd=tmp_path)
     expect_clean(classify_error(r), r)
+
+
+# ---------------------------------------------------------------- numbers too long for Python to read
+
+_HUGE = "9" * 5000  # over Python's 4,300-digit limit on int(str)
+
+
+@pytest.mark.parametrize("name,text", [
+    ("big.jsonl", '{"prompt": "q", "completion": "a"}\n{"prompt": "q", "completion": "a", "n": ' + _HUGE + "}\n"),
+    ("big.json", '[{"prompt": "q", "completion": "a"},\n {"n": ' + _HUGE + "}]"),
+    ("big.csv", "messages\n[" + _HUGE + "]\n"),
+])
+def test_huge_integers_in_data(tmp_path, name, text):
+    r = cli("data", "check", _write(tmp_path, name, text))
+    expect_clean(classify_report(r, "unreadable"), r)
+
+
+@pytest.mark.parametrize("where", ["file", "set"])
+def test_huge_integers_in_config(tmp_path, where):
+    f = tmp_path / "t.yaml"
+    f.write_text("data:\n  train: x.jsonl\n" + (f"seed: {_HUGE}\n" if where == "file" else ""))
+    r = cli("train", f, *(["--set", f"training.adam_betas=[{_HUGE}, 0.9]"] if where == "set" else []))
+    expect_clean(classify_error(r, "seed" if where == "file" else "adam_betas"), r)

@@ -392,7 +392,11 @@ def _to_data(node: yaml.Node, path: str, ctx: _Ctx, loader: yaml.SafeLoader) -> 
         return [_to_data(item, f"{path}[{i}]", ctx, loader) for i, item in enumerate(node.value)]
     if node.tag != "tag:yaml.org,2002:str":
         ctx.raws[path] = node.value
-    return loader.construct_object(node)
+    try:
+        return loader.construct_object(node)
+    except ValueError as err:  # e.g. an integer of 5,000 digits, over Python's conversion limit
+        raise ConfigError(f"{ctx.source}:{node.start_mark.line + 1}: {path}: unreadable value "
+                          f"({str(err).split(';')[0]})") from None
 
 
 def _read_yaml(path: Path, ctx: _Ctx) -> dict:

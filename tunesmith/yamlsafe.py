@@ -74,4 +74,7 @@ def compose_bounded(text: str) -> yaml.Node | None:
 def load_bounded(text: str) -> Any:
     """yaml.safe_load within the same limits as a config file (for --set values)."""
     node = compose_bounded(text)
-    return None if node is None else yaml.SafeLoader("").construct_document(node)
+    try:
+        return None if node is None else yaml.SafeLoader("").construct_document(node)
+    except ValueError as err:  # e.g. an integer of 5,000 digits, over Python's conversion limit
+        raise _YamlLimit(f"unreadable value ({str(err).split(';')[0]})", node.start_mark) from None

@@ -195,6 +195,9 @@ def _parse_jsonl_line(raw: bytes, lineno: int, name: str, out: RawRead) -> None:
     except RecursionError:
         out.problems.append(too_deep(name, lineno))
         return
+    except ValueError as err:  # a valid-looking value Python refuses, e.g. an integer of 5,000 digits
+        out.problems.append(Problem(name, lineno, None, f"unreadable JSON value: {str(err).split(';')[0]}", "shorten or quote the value"))
+        return
     if nesting_depth(obj) > MAX_NESTING:
         out.problems.append(too_deep(name, lineno))
         return
@@ -313,6 +316,9 @@ class _JsonScanner:
         except json.JSONDecodeError as err:
             raise _JsonStop(Problem(self.name, err.lineno, None, f"malformed JSON: {err.msg} (column {err.colno})",
                                     "fix the JSON syntax")) from None
+        except ValueError as err:  # e.g. an integer of 5,000 digits
+            raise _JsonStop(Problem(self.name, self.lines.at(pos), None, f"unreadable JSON value: {str(err).split(';')[0]}; stopped reading",
+                                    "shorten or quote the value")) from None
         except RecursionError:  # the decoder recurses once per level; the rest is unreadable
             raise _JsonStop(Problem(self.name, self.lines.at(pos), None,
                                     f"value is nested too deeply to read (over {MAX_NESTING} levels); stopped reading",

@@ -97,6 +97,9 @@ class _Fields:
                 self.problem(key, f"is a string that is not valid JSON ({err.msg}, column {err.colno})",
                              "give a JSON list of turns")
                 return None
+            except ValueError as err:  # e.g. an integer of 5,000 digits
+                self.problem(key, f"is a string holding an unreadable JSON value ({str(err).split(';')[0]})", "give a JSON list of turns")
+                return None
             except RecursionError:  # deeper than the decoder can go: clearly over the limit
                 self.problems.append(too_deep(self.file, self.line, key))
                 return None

@@ -16,6 +16,7 @@ from tunesmith.data.schemas import load_dataset
 from tunesmith.data.packing import batches, collate
 from tunesmith.data.splits import split_rows
 from tunesmith.data.templating import encode_rows
+from tunesmith.errors import TunesmithError
 from tunesmith.runs import start_run, update_run
 from tunesmith.training import checkpoint as ckpt
 from tunesmith.training.batching import count_targets, epoch_order, make_rows, mean_loss
@@ -77,7 +78,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     val_ex, _ = encode_rows(val_rows_raw, train_ds.type, tok, **enc)
     rows, val_rows = make_rows(train_ex, cfg.data.max_length, cfg.data.packing), make_rows(val_ex, cfg.data.max_length, cfg.data.packing)
     if not rows:
-        raise RuntimeError("no trainable examples left after encoding")
+        raise TunesmithError(f"{cfg.data.train}: no trainable examples left after encoding (every answer is empty or past data.max_length={cfg.data.max_length})")
     pad_id = tok.pad_token_id
     steps_per_epoch, total_steps = step_budget(len(rows), tc)
     params, optimizer, scheduler = build_optimizer(model, tc, total_steps)
