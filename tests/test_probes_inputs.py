@@ -294,7 +294,7 @@ def test_yaml_bombs_are_refused_quickly(tmp_path, name, command):
     f.write_text(_yaml_bombs()[name])
     args = {"train": ["train", f], "study": ["study", f, "--dry-run"],
             "eval": ["eval", "some-model", "--config", f]}[command]
-    r = cli(*args, timeout=60)
+    r = cli(*args, timeout=30)
     expect_clean(classify_error(r, str(f)), r)
 
 
@@ -490,11 +490,15 @@ def test_study_arm_references(tmp_path, arm):
     ["quickstart", "--epochs", "nan"],
     ["train", "t.yaml", "--set", "foo"],
     ["train", "t.yaml", "--set", "=1"],
+    ["train", "t.yaml", "--set", "a\nb=1"],
+    ["train", "t.yaml", "--set", "training.learning_rate=1\n2"],
+    ["train", "line-break-key.yaml"],
     ["train"],
     ["nonsense-command"],
 ])
 def test_malformed_cli_flags(tmp_path, args):
     (tmp_path / "t.yaml").write_text("data:\n  train: x.jsonl\n")
+    (tmp_path / "line-break-key.yaml").write_text('data:\n  train: x.jsonl\n"lr\\nx": 1\n')
     (tmp_path / "x.jsonl").write_text('{"prompt": "q", "completion": "a"}\n')
     r = cli(*args, cwd=tmp_path)
     expect_clean(classify_error(r), r)

@@ -386,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     except TunesmithError as e:
         if os.environ.get("TUNESMITH_DEBUG"):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        # One line even when a quoted user value (a key, a cell) holds a line break.
+        print("error: " + str(e).replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("\ninterrupted; a training run continues with `tunesmith train CONFIG --resume`", file=sys.stderr)
