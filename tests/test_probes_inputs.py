@@ -525,3 +525,10 @@ def test_huge_integers_in_config(tmp_path, where):
     f.write_text("data:\n  train: x.jsonl\n" + (f"seed: {_HUGE}\n" if where == "file" else ""))
     r = cli("train", f, *(["--set", f"training.adam_betas=[{_HUGE}, 0.9]"] if where == "set" else []))
     expect_clean(classify_error(r, "seed" if where == "file" else "adam_betas"), r)
+
+
+@pytest.mark.parametrize("marker", ["NaN", "N/A", ""])
+def test_eval_missing_labels_are_not_classes(tmp_path, tiny_model_dir, marker):
+    rows = "text,label\n" + "".join(f"item {i},{'pos' if i % 2 else 'neg'}\n" for i in range(4)) + f"item 9,{marker}\n"
+    r = cli("eval", tiny_model_dir, "--data", _write(tmp_path, "ev.csv", rows), "--task", "classification", "--quiet")
+    expect_clean(classify_error(r, "label"), r)
