@@ -532,3 +532,20 @@ def test_eval_missing_labels_are_not_classes(tmp_path, tiny_model_dir, marker):
     rows = "text,label\n" + "".join(f"item {i},{'pos' if i % 2 else 'neg'}\n" for i in range(4)) + f"item 9,{marker}\n"
     r = cli("eval", tiny_model_dir, "--data", _write(tmp_path, "ev.csv", rows), "--task", "classification", "--quiet")
     expect_clean(classify_error(r, "label"), r)
+
+
+# ---------------------------------------------------------------- files that never end
+
+@pytest.mark.parametrize("args", [["train", "/dev/zero"], ["study", "/dev/urandom", "--dry-run"],
+                                  ["eval", "m", "--config", "/dev/zero"], ["train", "big.yaml"]])
+def test_endless_config_files(tmp_path, args):
+    (tmp_path / "big.yaml").write_text("# " + "a" * 2_000_000 + "\n")
+    r = cli(*args, cwd=tmp_path, timeout=30)
+    expect_clean(classify_error(r, "bytes"), r)
+
+
+@pytest.mark.parametrize("name", ["zero.jsonl", "zero.json", "zero.csv", "zero.txt"])
+def test_device_as_data_file(tmp_path, name):
+    (tmp_path / name).symlink_to("/dev/zero")
+    r = cli("data", "check", tmp_path / name, timeout=30)
+    expect_clean(classify_report(r, "regular file"), r)

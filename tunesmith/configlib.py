@@ -32,6 +32,7 @@ __all__ = ["MISSING", "SEED_MAX", "option", "from_dict", "load_config", "parse_o
            "to_dict", "dump_yaml", "describe", "field_paths"]
 
 _NONE = type(None)
+MAX_CONFIG_BYTES = 1_000_000
 SEED_MAX = 2**32 - 1  # the largest seed numpy accepts (unsigned 32-bit): the bound of every seed option
 _TEXT = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 _BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
@@ -401,7 +402,11 @@ def _to_data(node: yaml.Node, path: str, ctx: _Ctx, loader: yaml.SafeLoader) -> 
 
 def _read_yaml(path: Path, ctx: _Ctx) -> dict:
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:  # bounded: /dev/zero or a data file given by mistake never ends or fills memory
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{ctx.source}: over {MAX_CONFIG_BYTES:,} bytes; a config is a few KB (is it the right file?)")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{ctx.source}: no such config file") from None
     except (OSError, UnicodeDecodeError) as err:

@@ -63,6 +63,9 @@ def read_raw(path: str | Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> 
     if p.is_dir():
         _read_directory(p, name, max_line_bytes, out)
         return out
+    if not p.is_file():  # a device or a pipe (/dev/zero): reading it may never end
+        out.problems.append(Problem(name, None, None, "not a regular file", "point at a data file"))
+        return out
     suffix = p.suffix.lower()
     readers = {".json": _read_json, ".csv": _read_csv, ".tsv": _read_csv, ".parquet": _read_parquet}
     readers.update({s: _read_jsonl for s in JSONL_SUFFIXES})
