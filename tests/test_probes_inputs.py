@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 import typing
 from collections import Counter
 from dataclasses import dataclass
@@ -117,7 +118,8 @@ _BAD = [float("inf"), float("-inf"), float("nan"), 1e300, -1e300]
 
 def _numeric(tp) -> str | None:
     """'scalar', 'list' or 'dict' for a numeric field type, else None."""
-    args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in (typing.Union, __import__("types").UnionType) else [tp]
+    union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    args = [a for a in typing.get_args(tp) if a is not type(None)] if union else [tp]
     for a in args:
         if a in (int, float):
             return "scalar"
