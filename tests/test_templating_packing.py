@@ -38,12 +38,15 @@ def test_text_trains_every_token_and_ends_with_eos(default_tokenizer):
     assert ex.labels == ex.input_ids and ex.input_ids[-1] == default_tokenizer.eos_token_id
 
 
-def test_encode_truncates_and_drops(default_tokenizer):
+def test_encode_truncates_without_losing_answers(default_tokenizer):
     rows = [{"prompt": "word " * 200, "completion": "yes", "system": None}, {"prompt": "Q", "completion": "A " * 50, "system": None}]
     exs, stats = encode_rows(rows, "prompt_completion", default_tokenizer, max_length=64)
-    # The first loses its answer to truncation (dropped); the second keeps some answer tokens.
-    assert stats == {"n": 2, "truncated": 2, "dropped": 1}
-    assert len(exs) == 1 and len(exs[0].input_ids) == 64
+    # The first would lose its whole answer to cutting the end: its prompt is cut instead (from
+    # the start), so the answer is trained; the second keeps its prompt and some answer tokens.
+    assert stats == {"n": 2, "truncated": 2, "prompt_cut": 1, "dropped": 0}
+    assert [len(e.input_ids) for e in exs] == [64, 64]
+    kept = default_tokenizer.decode([t for t, y in zip(exs[0].input_ids, exs[0].labels) if y != IGNORE])
+    assert "yes" in kept and "word" in default_tokenizer.decode(exs[0].input_ids)
 
 
 def test_pack_layout():

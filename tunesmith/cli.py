@@ -7,9 +7,11 @@ traceback; set TUNESMITH_DEBUG=1 to see the traceback anyway.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
+from tunesmith.configlib import SEED_MAX
 from tunesmith.errors import TunesmithError
 
 
@@ -28,6 +30,45 @@ def _quiet_libraries() -> None:
         pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error style: one line on stderr, no usage block."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _number(kind: type, low: float, high: float):
+    """An argparse type: a finite `kind` within [low, high], else a one-line error."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or not low <= value <= high:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what} from {low:g} to {high:g}, got {text!r}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+COUNT = _number(int, 1, 1_000_000_000)
+TOKENS = _number(int, 1, 131072)
+TEMPERATURE = _number(float, 0.0, 100.0)
+
+
+def _fields_arg(items: list[str]) -> dict[str, str] | None:
+    """`--field STD=NAME` items as a mapping; a malformed one is a one-line error."""
+    out = {}
+    for item in items:
+        std, sep, name = item.partition("=")
+        if not sep or not std.strip() or not name.strip():
+            raise TunesmithError(f"--field {item}: expected STD=NAME, e.g. --field answer=final_decision")
+        out[std.strip()] = name.strip()
+    return out or None
+
+
 def cmd_train(a) -> int:
     from tunesmith import api
 
@@ -35,6 +76,11 @@ def cmd_train(a) -> int:
     print(f"run: {r['run_dir']}  steps: {r['steps']}  final loss: {r['final_loss']:.4f}"
           + (f"  best validation loss: {r['best_val_loss']:.4f} (step {r['best_step']})" if r.get("best_val_loss") is not None else "")
           + f"  {r['tokens_per_s']:.0f} tok/s  {r['wall_seconds']:.0f} s")
+    enc = r.get("encoding") or {}
+    if enc.get("truncated") or enc.get("dropped"):  # changed data is said, never silent
+        print(f"note: {enc.get('truncated', 0)} of {enc.get('n', 0)} training examples were longer than data.max_length "
+              f"and cut ({enc.get('prompt_cut', 0)} at the start of the prompt, to keep the answer)"
+              + (f"; {enc['dropped']} had nothing left to train and were dropped" if enc.get("dropped") else ""))
     return 0
 
 
@@ -78,7 +124,9 @@ def _rewards_arg(items: list[str]) -> dict[str, float]:
         try:
             out[name.strip()] = float(weight) if weight else 1.0
         except ValueError:
-            raise TunesmithError(f"--reward {item}: the weight after '=' must be a number, e.g. --reward exact_match=1.0") from None
+            out[name.strip()] = math.nan
+        if not math.isfinite(out[name.strip()]) or not name.strip():
+            raise TunesmithError(f"--reward {item}: expected NAME[=WEIGHT] with a finite weight, e.g. --reward exact_match=1.0")
     return out
 
 
@@ -91,6 +139,8 @@ def cmd_data_pairs(a) -> int:
     if a.reward_options:
         try:
             options = json.loads(a.reward_options)
+        except RecursionError:
+            raise TunesmithError("--reward-options: JSON nested too deeply") from None
         except ValueError as e:
             raise TunesmithError(f"--reward-options: not valid JSON ({e}); e.g. '{{\"length_penalty\": {{\"max_words\": 30}}}}'") from None
     r = api.build_pairs(a.model, a.file, a.out, _rewards_arg(a.reward or ["exact_match"]), reward_options=options,
@@ -161,7 +211,7 @@ def cmd_eval(a) -> int:
     from tunesmith.eval.report import format_result
 
     settings = {"data": a.data, "task": a.task, "prompt": a.prompt, "shots": a.shots, "limit": a.limit, "system": a.system,
-                "fields": dict(f.split("=", 1) for f in a.field or []) or None,
+                "fields": _fields_arg(a.field or []),
                 "judge": {"base_url": a.judge, "model": a.judge_model} if a.judge else None}
     r = api.evaluate(a.model, a.config, a.set or [], progress=not a.quiet, force=a.force, **settings)
     print(format_result(r))
@@ -215,7 +265,7 @@ def cmd_quickstart(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tunesmith", description="Fine-tune language models on your domain data and prove which adaptation wins.")
+    p = _Parser(prog="tunesmith", description="Fine-tune language models on your domain data and prove which adaptation wins.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train a model from a YAML config")
@@ -235,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--type", help="force the dataset type instead of detecting it")
     c.add_argument("--model", help="count tokens with this model's tokenizer and chat template")
     c.add_argument("--eval", help="an evaluation file: checked too, and its overlap with FILE reported")
-    c.add_argument("--max-length", type=int, default=512, help="report examples longer than this many tokens (default 512)")
+    c.add_argument("--max-length", type=TOKENS, default=512, help="report examples longer than this many tokens (default 512)")
     c.add_argument("--json", action="store_true", help="machine-readable output")
     c.set_defaults(fn=cmd_data_check)
     pp = d.add_parser("pairs", help="build preference pairs: sample answers per prompt, keep the best and worst by reward")
@@ -245,20 +295,20 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--reward", action="append", metavar="NAME[=WEIGHT]",
                     help="reward function (built-in or module:function) and weight; repeatable (default exact_match)")
     pp.add_argument("--reward-options", metavar="JSON", help="keyword arguments per reward, e.g. '{\"length_penalty\": {\"max_words\": 30}}'")
-    pp.add_argument("--samples", type=int, default=4, help="answers sampled per prompt (default 4)")
-    pp.add_argument("--max-new-tokens", type=int, default=64)
-    pp.add_argument("--temperature", type=float, default=1.0)
+    pp.add_argument("--samples", type=_number(int, 1, 1024), default=4, help="answers sampled per prompt (default 4)")
+    pp.add_argument("--max-new-tokens", type=TOKENS, default=64)
+    pp.add_argument("--temperature", type=TEMPERATURE, default=1.0)
     pp.add_argument("--system", help="system prompt to sample with (default: the run's own)")
-    pp.add_argument("--min-gap", type=float, default=0.0, help="keep a pair only when best - worst reward exceeds this")
-    pp.add_argument("--limit", type=int, help="only the first N prompts")
-    pp.add_argument("--seed", type=int, default=0)
+    pp.add_argument("--min-gap", type=_number(float, -1e6, 1e6), default=0.0, help="keep a pair only when best - worst reward exceeds this")
+    pp.add_argument("--limit", type=COUNT, help="only the first N prompts")
+    pp.add_argument("--seed", type=_number(int, 0, SEED_MAX), default=0)
     pp.add_argument("--quiet", action="store_true")
     pp.set_defaults(fn=cmd_data_pairs)
     v = d.add_parser("preview", help="print one rendered example with the trained tokens marked [[like this]]")
     v.add_argument("file")
     v.add_argument("--type")
     v.add_argument("--model", default="smollm2-135m-instruct")
-    v.add_argument("--index", type=int, default=0, help="which record (0-based)")
+    v.add_argument("--index", type=_number(int, 0, 1_000_000_000), default=0, help="which record (0-based)")
     v.add_argument("--system", help="system prompt to add (as data.system_prompt would)")
     v.add_argument("--loss-on", default="assistant", choices=["assistant", "last", "all"])
     v.set_defaults(fn=cmd_data_preview)
@@ -267,15 +317,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("model", help="run directory, built-in name, HF directory or .gguf file")
     g.add_argument("--prompt", action="append", required=True, help="a prompt (repeatable; answered as one batch)")
     g.add_argument("--system", help="system prompt (default: the one the run was trained with)")
-    g.add_argument("--max-new-tokens", type=int, default=128)
-    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    g.add_argument("--max-new-tokens", type=TOKENS, default=128)
+    g.add_argument("--temperature", type=TEMPERATURE, default=0.0, help="0 = greedy")
     g.set_defaults(fn=cmd_generate)
 
     ch = sub.add_parser("chat", help="interactive chat with streaming replies")
     ch.add_argument("model")
     ch.add_argument("--system")
-    ch.add_argument("--max-new-tokens", type=int, default=256)
-    ch.add_argument("--temperature", type=float, default=0.0)
+    ch.add_argument("--max-new-tokens", type=TOKENS, default=256)
+    ch.add_argument("--temperature", type=TEMPERATURE, default=0.0)
     ch.set_defaults(fn=cmd_chat)
 
     e = sub.add_parser("eval", help="evaluate a model or run on a dataset (`tunesmith eval compare A B` compares two)")
@@ -284,9 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--task", help="qa, classification, summarization, translation, code, math or chat")
     e.add_argument("--config", help="YAML with evaluation settings (see examples/eval/)")
     e.add_argument("--prompt", help="prompt template over the record's fields, e.g. 'Q: {question}'")
-    e.add_argument("--shots", type=int, help="few-shot examples per question")
+    e.add_argument("--shots", type=_number(int, 0, 1000), help="few-shot examples per question")
     e.add_argument("--system", help="system prompt (default: the run's)")
-    e.add_argument("--limit", type=int, help="evaluate only the first N items")
+    e.add_argument("--limit", type=COUNT, help="evaluate only the first N items")
     e.add_argument("--field", action="append", metavar="STD=NAME", help="map a standard field to the file's, e.g. --field answer=final_decision")
     e.add_argument("--judge", metavar="BASE_URL", help="OpenAI-compatible endpoint for LLM-as-judge helpfulness")
     e.add_argument("--judge-model", default="judge", help="model name at the judge endpoint")
@@ -309,13 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     q = sub.add_parser("quickstart", help="5-minute version: LoRA fine-tune the default model on the demo domain, exact match before and after")
     q.add_argument("--out", default="runs", help="folder for the demo data and run")
-    q.add_argument("--epochs", type=float, default=None, help="override the demo's number of epochs")
+    q.add_argument("--epochs", type=_number(float, 0.01, 100000.0), default=None, help="override the demo's number of epochs")
     q.set_defaults(fn=cmd_quickstart)
     return p
 
 
 def _compare_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tunesmith eval compare", description="paired comparison of two evaluations (B - A)")
+    p = _Parser(prog="tunesmith eval compare", description="paired comparison of two evaluations (B - A)")
     p.add_argument("a", help="run directory or eval result file")
     p.add_argument("b", help="run directory or eval result file")
     p.add_argument("--dataset", help="dataset name when a run has several evaluations")
@@ -336,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     except TunesmithError as e:
         if os.environ.get("TUNESMITH_DEBUG"):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        # One line even when a quoted user value (a key, a cell) holds a line break.
+        print("error: " + str(e).replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr)
         return e.exit_code
     except Exception as e:  # only a full disk is handled here; anything else is re-raised
         # A full disk can strike any write (metrics, exports); say so in one line, not a traceback.

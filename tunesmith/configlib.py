@@ -26,11 +26,14 @@ from typing import Any, Literal, Union, get_args, get_origin
 import yaml
 
 from tunesmith.errors import ConfigError
+from tunesmith.yamlsafe import compose_bounded, load_bounded
 
-__all__ = ["MISSING", "option", "from_dict", "load_config", "parse_overrides", "apply_overrides",
+__all__ = ["MISSING", "SEED_MAX", "option", "from_dict", "load_config", "parse_overrides", "apply_overrides",
            "to_dict", "dump_yaml", "describe", "field_paths"]
 
 _NONE = type(None)
+MAX_CONFIG_BYTES = 1_000_000
+SEED_MAX = 2**32 - 1  # the largest seed numpy accepts (unsigned 32-bit): the bound of every seed option
 _TEXT = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 _BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
@@ -252,8 +255,10 @@ def _coerce_scalar(tp: type, value: Any, path: str, ctx: _Ctx) -> Any:
             value = int(value) if tp is int and value.strip().lstrip("+-").isdigit() else float(value)
         except ValueError:
             raise bad from None
-        if not math.isfinite(value):
-            raise bad
+    if isinstance(value, float) and not math.isfinite(value):
+        # .inf/.nan pass every `minimum` and `maximum` comparison (nan compares false) and
+        # then train a NaN model or overflow int(); no option means them.
+        raise _Invalid(path, f"expected a finite number, got {_show(value)}")
     if tp is float and isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
@@ -275,12 +280,23 @@ def _check_meta(value: Any, meta: typing.Mapping[str, Any], path: str) -> Any:
         items = value if isinstance(value, (list, tuple)) else [value]
         for i, item in enumerate(items):
             _check_choice(item, choices, f"{path}[{i}]" if items is value else path)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        low, high = meta.get("minimum"), meta.get("maximum")
-        if low is not None and value < low:
-            raise _Invalid(path, f"must be >= {low}, got {_show(value)}")
-        if high is not None and value > high:
-            raise _Invalid(path, f"must be <= {high}, got {_show(value)}")
+    low, high = meta.get("minimum"), meta.get("maximum")
+    if low is None and high is None:
+        return value
+    # Bounds hold for a number, each number of a list and each value of a mapping.
+    if isinstance(value, (list, tuple)):
+        items = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+    elif isinstance(value, dict):
+        items = [(_join(path, k), v) for k, v in value.items()]
+    else:
+        items = [(path, value)]
+    for where, item in items:
+        if not isinstance(item, (int, float)) or isinstance(item, bool):
+            continue
+        if low is not None and item < low:
+            raise _Invalid(where, f"must be >= {low}, got {_show(item)}")
+        if high is not None and item > high:
+            raise _Invalid(where, f"must be <= {high}, got {_show(item)}")
     return value
 
 
@@ -377,19 +393,27 @@ def _to_data(node: yaml.Node, path: str, ctx: _Ctx, loader: yaml.SafeLoader) -> 
         return [_to_data(item, f"{path}[{i}]", ctx, loader) for i, item in enumerate(node.value)]
     if node.tag != "tag:yaml.org,2002:str":
         ctx.raws[path] = node.value
-    return loader.construct_object(node)
+    try:
+        return loader.construct_object(node)
+    except ValueError as err:  # e.g. an integer of 5,000 digits, over Python's conversion limit
+        raise ConfigError(f"{ctx.source}:{node.start_mark.line + 1}: {path}: unreadable value "
+                          f"({str(err).split(';')[0]})") from None
 
 
 def _read_yaml(path: Path, ctx: _Ctx) -> dict:
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as fh:  # bounded: /dev/zero or a data file given by mistake never ends or fills memory
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{ctx.source}: over {MAX_CONFIG_BYTES:,} bytes; a config is a few KB (is it the right file?)")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{ctx.source}: no such config file") from None
     except (OSError, UnicodeDecodeError) as err:
         why = getattr(err, "strerror", None) or err
         raise ConfigError(f"{ctx.source}: cannot read config file ({why})") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = compose_bounded(text)
         data = {} if node is None else _to_data(node, "", ctx, yaml.SafeLoader(""))
     except yaml.YAMLError as err:
         line, why = _yaml_problem(err)
@@ -410,19 +434,24 @@ def _merge(base: dict, over: dict) -> dict:
 
 # ---------------------------------------------------------------- overrides
 
+def _brief(item: str) -> str:
+    """An override as an error quotes it: a 100 KB value would bury the message."""
+    return item if len(item) <= 80 else item[:77] + "..."
+
+
 def _parse_one(item: str) -> tuple[str, Any, str]:
     """`a.b=value` -> (path, parsed value, value text)."""
     path, sep, text = item.partition("=")
     path = path.strip()
     if not sep or not path:
-        raise ConfigError(f"--set {item}: expected key=value (e.g. --set training.lr=1e-4)")
+        raise ConfigError(f"--set {_brief(item)}: expected key=value (e.g. --set training.lr=1e-4)")
     if not text.strip():
         return path, "", text  # `--set x=` is the empty string; null is spelled `null`
     try:
-        return path, yaml.safe_load(text), text
+        return path, load_bounded(text), text
     except yaml.YAMLError as err:
         if text.lstrip()[0] in "[{":  # meant as a list or mapping: say why it does not parse
-            raise ConfigError(f"--set {item}: invalid value: {_yaml_problem(err)[1]}") from None
+            raise ConfigError(f"--set {_brief(item)}: invalid value: {_yaml_problem(err)[1]}") from None
         return path, text, text  # e.g. a template like `Q: {q}`: the text is what was meant
 
 
@@ -453,7 +482,7 @@ def _apply(data: dict, cls: type, overrides: Sequence[Any], origins: dict[str, s
     out = copy.deepcopy(data) if isinstance(data, dict) else {}
     for item in overrides:
         path, value, raw = _parse_one(item) if isinstance(item, str) else (*item, None)
-        label = f"--set {item}" if isinstance(item, str) else f"--set {path}={_flow(value)}"
+        label = f"--set {_brief(item)}" if isinstance(item, str) else f"--set {_brief(f'{path}={_flow(value)}')}"
         try:
             tp = _resolve(cls, path)
         except _Invalid as err:

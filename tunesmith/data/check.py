@@ -83,7 +83,7 @@ def _format_body(r: CheckReport) -> list[str]:
     how = "forced by --type" if r.type_forced else "detected"
     lines = [f"Dataset: {r.path}", f"  type:    {r.type} ({how})", f"  layout:  {r.layout}",
              f"  records: {r.n_records} valid, {len(r.problems)} problem(s)"]
-    lines.extend(f"  note: {n}" for n in r.notes)
+    lines.extend(f"  {n}" if n.startswith("warning:") else f"  note: {n}" for n in r.notes)
     s = r.length_stats
     if s:
         over = f"; {s['n_over_max']} over max_length {s['max_length']}" if s.get("max_length") else ""
@@ -190,4 +190,19 @@ def check_dataset(path: str | Path, type: str | None = None, *, token_counter: T
     train_locs, eval_locs = _locations(ds), _locations(eval_ds)
     report.overlap = {"exact": [(train_locs[i], eval_locs[j]) for i, j in exact],
                       "near": [(train_locs[i], eval_locs[j], sim) for i, j, sim in near]}
+    report.notes.extend(_unseen_labels(ds, eval_ds, eval_locs))
     return report
+
+
+def _unseen_labels(ds: Dataset, eval_ds: Dataset, eval_locs: list[str]) -> list[str]:
+    """A warning per eval label that no training record has: no model trained on this file
+    can predict it, so its eval items are lost points that say nothing about training."""
+    if ds.type != "classification" or eval_ds.type != "classification":
+        return []
+    seen = {row["label"] for row in ds.rows()}
+    unseen: dict[str, list[str]] = {}
+    for row, loc in zip(eval_ds.rows(), eval_locs):
+        if row["label"] not in seen:
+            unseen.setdefault(row["label"], []).append(loc)
+    return [f"warning: eval label {label!r} never occurs in training ({len(locs)} eval record(s), e.g. {locs[0]}); "
+            "add training examples of it or drop it from the eval set" for label, locs in unseen.items()]

@@ -17,6 +17,7 @@ import numpy as np
 NUM_PERM = 128
 SEED = 20240607
 SHINGLE_WORDS = 3
+CANDIDATES_PER_TEXT = 20
 _BLOCK = 8192  # shingles hashed per numpy step: small enough to stay in CPU cache
 _PUNCT = re.compile(r"[^\w\s]+")
 _PAD = np.uint64(2**32 - 1)  # word id that pads texts shorter than one shingle
@@ -156,10 +157,11 @@ def candidate_pairs(sig: np.ndarray, threshold: float, split: int | None = None,
         multi = run_lengths > 1
         for start, length in zip(run_starts[multi].tolist(), run_lengths[multi].tolist()):
             members = sorted(order[start:start + length].tolist())
-            for x, i in enumerate(members):
-                for j in members[x + 1:]:
-                    if split is None or i < split <= j:
-                        pairs.add((i, j))
+            # With a split only cross pairs count: pair the two sides instead of filtering all pairs.
+            cut = len(members) if split is None else next((x for x, i in enumerate(members) if i >= split), len(members))
+            for x, i in enumerate(members[:cut]):
+                for j in members[x + 1:] if split is None else members[cut:]:
+                    pairs.add((i, j))
                 if len(pairs) >= limit:
                     return pairs
     return pairs
@@ -174,7 +176,10 @@ def _near(sh: _Shingles, items: list[int], threshold: float, split: int | None,
     sig = signatures(sh, live)
     local_split = None if split is None else sum(1 for i in live if i < split)
     found = []
-    for x, y in sorted(candidate_pairs(sig, threshold, local_split, limit=20 * max_pairs)):
+    # Candidates verified: a budget linear in the number of texts. Templated data (one prompt,
+    # many numbers) puts thousands of texts in one LSH bucket, whose pairs grow quadratically.
+    budget = min(20 * max_pairs, CANDIDATES_PER_TEXT * len(live))
+    for x, y in sorted(candidate_pairs(sig, threshold, local_split, limit=budget)):
         i, j = live[x], live[y]
         a, b = sh.set(i), sh.set(j)
         sim = len(a & b) / len(a | b)
@@ -202,17 +207,32 @@ def find_duplicates(texts: list[str], near_threshold: float = 0.85,
 
 def find_overlap(train: list[str], evals: list[str], near_threshold: float = 0.85,
                  max_pairs: int = 100_000) -> tuple[list[tuple[int, int]], list[tuple[int, int, float]]]:
-    """Train/eval leakage: exact pairs (train_i, eval_j) and near pairs (train_i, eval_j, jaccard)."""
-    norms = [normalize(t) for t in train + evals]
-    eval_keys: dict[str, list[int]] = defaultdict(list)
-    for j, key in enumerate(norms[len(train):]):
+    """Train/eval leakage, one pair per leaked eval text: exact pairs (train_i, eval_j), with i
+    the first train text equal to eval text j after normalising, and near pairs (train_i,
+    eval_j, jaccard) with i its most similar train text.
+
+    Linear in the number of texts: repeated prompts are compared once per distinct text (every
+    train copy times every eval copy would be quadratic and say nothing more)."""
+    norms_train = [normalize(t) for t in train]
+    norms_eval = [normalize(t) for t in evals]
+    first_train: dict[str, int] = {}
+    for i, key in enumerate(norms_train):
         if key:
-            eval_keys[key].append(j)
-    exact = [(i, j) for i, key in enumerate(norms[:len(train)]) for j in eval_keys.get(key, [])]
-    exact_set = set(exact)
-    sh = _Shingles(norms)
-    near = []
-    for i, j, sim in _near(sh, list(range(len(norms))), near_threshold, len(train), max_pairs):
-        if (i, j - len(train)) not in exact_set:
-            near.append((i, j - len(train), sim))
-    return exact, near
+            first_train.setdefault(key, i)
+    exact = [(first_train[key], j) for j, key in enumerate(norms_eval) if key in first_train]
+    # Near pairs among distinct texts: one train text per key, one eval text per key not seen in training.
+    eval_first: dict[str, int] = {}
+    for j, key in enumerate(norms_eval):
+        if key and key not in first_train:
+            eval_first.setdefault(key, j)
+    reps_train, reps_eval = list(first_train.values()), list(eval_first.values())
+    sh = _Shingles([norms_train[i] for i in reps_train] + [norms_eval[j] for j in reps_eval])
+    split = len(reps_train)
+    best: dict[int, tuple[int, float]] = {}  # eval representative -> (train text, similarity)
+    for a, b, sim in _near(sh, list(range(len(reps_train) + len(reps_eval))), near_threshold, split, max_pairs):
+        j, i = reps_eval[b - split], reps_train[a]
+        if j not in best or (sim, -i) > (best[j][1], -best[j][0]):
+            best[j] = (i, sim)
+    near = [(best[eval_first[key]][0], j, best[eval_first[key]][1])
+            for j, key in enumerate(norms_eval) if key in eval_first and eval_first[key] in best]
+    return exact, sorted(near, key=lambda p: (-p[2], p[1], p[0]))[:max_pairs]

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,10 @@ SUPPORTED = ".jsonl, .json, .csv, .tsv, .parquet, .txt, .md or a directory of .t
 _SKIP_CHUNK = 1 << 20  # bytes read at a time while skipping the tail of an over-long line
 _MAX_UTF8_REPORTS = 50  # beyond this a file is clearly not UTF-8; more lines add nothing
 _WS = re.compile(r"[ \t\n\r]*")
+# Real records are a few levels deep; thousands of levels exhaust Python's recursion limit in
+# the JSON decoder and in everything that walks a record later (copies, JSON writes).
+MAX_NESTING = 100
+_DEEP_FIX = f"flatten it to at most {MAX_NESTING} levels of lists and objects"
 
 
 @dataclass
@@ -57,6 +62,9 @@ def read_raw(path: str | Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> 
         return out
     if p.is_dir():
         _read_directory(p, name, max_line_bytes, out)
+        return out
+    if not p.is_file():  # a device or a pipe (/dev/zero): reading it may never end
+        out.problems.append(Problem(name, None, None, "not a regular file", "point at a data file"))
         return out
     suffix = p.suffix.lower()
     readers = {".json": _read_json, ".csv": _read_csv, ".tsv": _read_csv, ".parquet": _read_parquet}
@@ -115,6 +123,23 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
+def nesting_depth(value: Any, limit: int = MAX_NESTING) -> int:
+    """Levels of lists/objects in `value`, counted without recursion; stops past `limit`."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, tuple, dict)):
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def too_deep(name: str, line: int | None, fld: str | None = None) -> Problem:
+    return Problem(name, line, fld, f"value is nested more than {MAX_NESTING} levels deep", _DEEP_FIX)
+
+
 def _too_big(name: str, line: int | None, size: int, limit: int, what: str = "line") -> Problem:
     return Problem(name, line, None, f"{what} is {size:,} bytes, over the {limit:,}-byte limit",
                    "split or shorten it, or raise max_line_bytes")
@@ -169,6 +194,15 @@ def _parse_jsonl_line(raw: bytes, lineno: int, name: str, out: RawRead) -> None:
     except json.JSONDecodeError as err:
         out.problems.append(Problem(name, lineno, None, f"malformed JSON: {err.msg} (column {err.colno})",
                                     "each line must be one complete JSON object"))
+        return
+    except RecursionError:
+        out.problems.append(too_deep(name, lineno))
+        return
+    except ValueError as err:  # a valid-looking value Python refuses, e.g. an integer of 5,000 digits
+        out.problems.append(Problem(name, lineno, None, f"unreadable JSON value: {str(err).split(';')[0]}", "shorten or quote the value"))
+        return
+    if nesting_depth(obj) > MAX_NESTING:
+        out.problems.append(too_deep(name, lineno))
         return
     if not isinstance(obj, dict):
         out.problems.append(Problem(name, lineno, None, f"line is a JSON {_kind(obj)}, not an object",
@@ -285,6 +319,13 @@ class _JsonScanner:
         except json.JSONDecodeError as err:
             raise _JsonStop(Problem(self.name, err.lineno, None, f"malformed JSON: {err.msg} (column {err.colno})",
                                     "fix the JSON syntax")) from None
+        except ValueError as err:  # e.g. an integer of 5,000 digits
+            raise _JsonStop(Problem(self.name, self.lines.at(pos), None, f"unreadable JSON value: {str(err).split(';')[0]}; stopped reading",
+                                    "shorten or quote the value")) from None
+        except RecursionError:  # the decoder recurses once per level; the rest is unreadable
+            raise _JsonStop(Problem(self.name, self.lines.at(pos), None,
+                                    f"value is nested too deeply to read (over {MAX_NESTING} levels); stopped reading",
+                                    _DEEP_FIX)) from None
 
     def _expect(self, pos: int, chars: str, what: str) -> int:
         pos = _WS.match(self.text, pos).end()
@@ -316,6 +357,8 @@ class _JsonScanner:
         elif not isinstance(obj, dict):
             self.out.problems.append(Problem(self.name, line, None, f"record is a JSON {_kind(obj)}, not an object",
                                              'make every list element an object, e.g. {"text": ...}'))
+        elif nesting_depth(obj) > MAX_NESTING:
+            self.out.problems.append(too_deep(self.name, line))
         else:
             self.out.records.append(RawRecord(obj, self.name, line))
 
@@ -404,6 +447,9 @@ def _read_parquet(p: Path, name: str, limit: int, out: RawRead) -> None:
         out.problems.append(Problem(name, None, None, f"cannot read parquet: {err}", "re-export the file"))
         return
     for i, row in enumerate(table.to_pylist(), start=1):
+        if nesting_depth(row) > MAX_NESTING:
+            out.problems.append(too_deep(name, i))
+            continue
         out.records.append(RawRecord(row, name, i))
 
 
@@ -424,15 +470,40 @@ def _read_text_file(p: Path, name: str, limit: int, out: RawRead, source: str | 
     out.records.append(RawRecord({"text": text, "source": source or p.name}, name, 1))
 
 
+def _walk(root: Path, name: str, out: RawRead) -> list[Path]:
+    """Every regular file under `root`. Path.rglob skips folders it cannot list, symlinked
+    folders and broken links without a word; here each is a problem or a note instead."""
+    files: list[Path] = []
+
+    def unreadable(err: OSError) -> None:
+        where = Path(name) / Path(err.filename).relative_to(root) if err.filename else Path(name)
+        out.problems.append(Problem(str(where), None, None, f"cannot read folder: {err.strerror or err}",
+                                    "fix its permissions, or move it out of the corpus"))
+
+    for folder, dirs, names in os.walk(root, onerror=unreadable):
+        here = Path(folder)
+        for d in sorted(dirs):
+            if (here / d).is_symlink():
+                out.notes.append(f"{Path(name) / (here / d).relative_to(root)}: symlinked folder not followed")
+        for n in names:
+            f = here / n
+            if f.is_file():
+                files.append(f)
+            elif f.suffix.lower() in TEXT_SUFFIXES:  # a broken link, a pipe, a socket
+                out.problems.append(Problem(str(Path(name) / f.relative_to(root)), None, None,
+                                            "not a readable regular file (a broken link?)", "fix or remove it"))
+    return files
+
+
 def _read_directory(root: Path, name: str, limit: int, out: RawRead) -> None:
     """Every .txt/.md file under `root`, recursively, sorted by relative path."""
-    files = sorted((f for f in root.rglob("*") if f.is_file()), key=lambda f: f.relative_to(root).as_posix())
+    files = sorted(_walk(root, name, out), key=lambda f: f.relative_to(root).as_posix())
     texts = [f for f in files if f.suffix.lower() in TEXT_SUFFIXES]
     others = [f.relative_to(root).as_posix() for f in files if f.suffix.lower() not in TEXT_SUFFIXES]
     if others:
         shown = ", ".join(others[:5]) + (f", ... ({len(others) - 5} more)" if len(others) > 5 else "")
         out.notes.append(f"{name}: ignored {len(others)} file(s) that are not .txt/.md: {shown}")
-    if not texts:
+    if not texts and not out.problems:
         out.problems.append(Problem(name, None, None, "directory has no .txt or .md files",
                                     "put the corpus in .txt/.md files, or point at a data file"))
         return

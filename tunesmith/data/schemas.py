@@ -14,11 +14,12 @@ import difflib
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tunesmith.data.io import DEFAULT_MAX_LINE_BYTES, _kind, read_raw
+from tunesmith.data.io import DEFAULT_MAX_LINE_BYTES, MAX_NESTING, _kind, nesting_depth, read_raw, too_deep
 from tunesmith.errors import DataError, Problem, TunesmithError
 
 DATASET_TYPES: tuple[str, ...] = (
@@ -95,6 +96,15 @@ class _Fields:
             except json.JSONDecodeError as err:
                 self.problem(key, f"is a string that is not valid JSON ({err.msg}, column {err.colno})",
                              "give a JSON list of turns")
+                return None
+            except ValueError as err:  # e.g. an integer of 5,000 digits
+                self.problem(key, f"is a string holding an unreadable JSON value ({str(err).split(';')[0]})", "give a JSON list of turns")
+                return None
+            except RecursionError:  # deeper than the decoder can go: clearly over the limit
+                self.problems.append(too_deep(self.file, self.line, key))
+                return None
+            if nesting_depth(value) > MAX_NESTING:
+                self.problems.append(too_deep(self.file, self.line, key))
                 return None
         if not isinstance(value, list):
             self.problem(key, f"must be a list of turns, got {_kind(value)}", "give a JSON list of turns")
@@ -224,8 +234,14 @@ def _label(f: _Fields) -> str | None:
     if not label:
         f.problem("label", "label is empty", "give every record a label")
         return None
+    if label.lower() in MISSING_MARKERS:  # what spreadsheets and pandas write for "no value"
+        f.problem("label", f"label is missing ({label!r} marks a missing value, not a class)",
+                  "give the record its label or drop it; rename the class if it really is one")
+        return None
     return label
 
+
+MISSING_MARKERS = frozenset({"nan", "n/a", "na", "null", "none", "nil", "-", "?", "#n/a"})
 
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                    "chatgpt": "assistant", "model": "assistant", "system": "system"}
@@ -375,6 +391,43 @@ def detect_layout(raw: dict, type: str | None = None) -> Layout | None:
     return _BY_NAME[_CANONICAL[type]] if type is not None else None
 
 
+# Fields that name a dataset type: present (or null) but unread by the detected layout, they
+# mean the record was probably written as that type with a field missing.
+_TELLTALES = {"chosen": "preference", "rejected": "preference", "label": "classification",
+              "completion": "prompt_completion", "messages": "messages", "conversations": "messages"}
+
+
+def _probably_meant(raw: dict, layout: Layout) -> tuple[str, list[str]] | None:
+    """(type, telltale fields) when `raw` has fields of another type that `layout` ignores."""
+    used = {k for keys in layout.keys for k in keys}
+    hits = [k for k in _TELLTALES if k in raw and k not in used and _TELLTALES[k] != layout.type]
+    return (_TELLTALES[hits[0]], [k for k in hits if _TELLTALES[k] == _TELLTALES[hits[0]]]) if hits else None
+
+
+def _choose_layout(records: list, forced: str | None) -> tuple[Layout | None, str | None]:
+    """The layout of the file, and a warning when it was probably meant as another type.
+
+    The first record decides, except when it has half of another type's fields (a null
+    `label`, `chosen` without `rejected`) and a later record has them all: then the file is
+    that type and the first record is the faulty one (its problems say what is missing)."""
+    first = records[0]
+    layout = detect_layout(first.data, forced)
+    meant = _probably_meant(first.data, layout) if layout is not None and forced is None else None
+    if meant is None:
+        return layout, None
+    mtype, fields = meant
+    better = next((lay for r in records[1:] if (lay := detect_layout(r.data)) is not None and lay.type == mtype), None)
+    if better is not None:
+        return better, None
+    where = f"{first.file}:{first.line}" if first.line is not None else first.file
+    why = ", ".join(f"'{k}'" + (" (null)" if first.data[k] is None else "") for k in fields)
+    need = next(lay for lay in LAYOUTS if lay.type == mtype).keys[0]
+    missing = [k for k in need if first.data.get(k) is None]
+    return layout, (f"warning: {where}: read as {layout.type}, ignoring {why}: this looks like {mtype} data "
+                    f"missing {', '.join(repr(k) for k in missing) or 'fields'} (complete the records for "
+                    f"{mtype}, or pass --type {layout.type} if {layout.type} is meant)")
+
+
 def _layout_help() -> str:
     return ("use a known layout (instruction/input/output, prompt/completion, question/answer, input/output, "
             "messages, conversations, prompt/chosen/rejected, text/label, prompt, text) or pass --type")
@@ -391,12 +444,13 @@ def read_dataset(path: str | Path, type: str | None = None,
     if not raw.records:
         return Dataset(forced or UNKNOWN_TYPE, [], raw.files, "no records", raw.notes), problems
     first = raw.records[0]
-    layout = detect_layout(first.data, forced)
+    layout, warning = _choose_layout(raw.records, forced)
+    notes = raw.notes + ([warning] if warning else [])
     if layout is None:
         fields = ", ".join(sorted(first.data)) or "none"
         problems.append(Problem(first.file, first.line, None, f"no known dataset layout for fields: {fields}",
                                 _layout_help()))
-        return Dataset(UNKNOWN_TYPE, [], raw.files, "unrecognised", raw.notes), _sorted(problems)
+        return Dataset(UNKNOWN_TYPE, [], raw.files, "unrecognised", notes), _sorted(problems)
     records = []
     for rec in raw.records:
         fields_ = _Fields(rec.data, rec.file, rec.line)
@@ -404,7 +458,7 @@ def read_dataset(path: str | Path, type: str | None = None,
         problems.extend(fields_.problems)
         if data is not None:
             records.append(Record(data, rec.file, rec.line))
-    return Dataset(layout.type, records, raw.files, layout.description, raw.notes), _sorted(problems)
+    return Dataset(layout.type, records, raw.files, layout.description, notes), _sorted(problems)
 
 
 def _sorted(problems: list[Problem]) -> list[Problem]:
@@ -421,10 +475,14 @@ def load_dataset(path: str | Path, type: str | None = None, accept: tuple[str, .
     dataset, problems = read_dataset(path, type)
     if accept is not None and dataset.type in DATASET_TYPES and dataset.type not in accept:
         # Checked first: with the wrong type, per-record problems are beside the point.
+        warned = "".join(f"; {n.removeprefix('warning: ')}" for n in dataset.notes if n.startswith("warning:"))
         raise TunesmithError(f"{path}: dataset type '{dataset.type}' is not accepted here "
-                             f"(accepted: {', '.join(accept)}); convert the file or pass --type")
+                             f"(accepted: {', '.join(accept)}); convert the file or pass --type{warned}")
     if problems:
         raise DataError(problems)
+    for note in dataset.notes:  # the data are usable, but not necessarily as the user meant
+        if note.startswith("warning:"):
+            print(note, file=sys.stderr)
     return dataset
 
 

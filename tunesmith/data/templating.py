@@ -98,11 +98,28 @@ def render_text(tok, text: str) -> Example:
     return Example(ids, list(ids))
 
 
+def fit_length(ex: Example, max_length: int) -> tuple[Example, bool]:
+    """`ex` cut to `max_length` tokens, and whether the cut fell on the prompt side.
+
+    Cutting the end keeps the prompt whole; but when the first trained token lies past
+    `max_length` that would leave nothing to train (the example silently lost), so the window
+    moves right instead: all of a short answer with the end of its prompt, or the first half
+    of a long answer after a half-window of prompt."""
+    first = next((i for i, y in enumerate(ex.labels) if y != IGNORE), None)
+    if first is None or first < max_length:
+        return Example(ex.input_ids[:max_length], ex.labels[:max_length]), False
+    start = min(len(ex.input_ids) - max_length, first - max_length // 2)
+    return Example(ex.input_ids[start:start + max_length], ex.labels[start:start + max_length]), True
+
+
 def encode_rows(
     rows: list[dict], dtype: str, tok, *, max_length: int, system_prompt: str | None = None, loss_on: str = "assistant"
 ) -> tuple[list[Example], dict]:
-    """Encode a dataset; over-long examples are truncated, and dropped if nothing trained remains."""
-    out, stats = [], {"n": len(rows), "truncated": 0, "dropped": 0}
+    """Encode a dataset. Over-long examples are cut to `max_length` at the end, or, when the
+    answer starts past `max_length`, at the start of the prompt (so the answer is kept);
+    stats count both ("truncated" all, "prompt_cut" the latter) and the rare example with
+    nothing to train ("dropped")."""
+    out, stats = [], {"n": len(rows), "truncated": 0, "prompt_cut": 0, "dropped": 0}
     for row in rows:
         if dtype == "text":
             ex = render_text(tok, row["text"])
@@ -110,7 +127,8 @@ def encode_rows(
             ex = render_chat(tok, to_messages(row, dtype, system_prompt), loss_on)
         if len(ex.input_ids) > max_length:
             stats["truncated"] += 1
-            ex = Example(ex.input_ids[:max_length], ex.labels[:max_length])
+            ex, cut_prompt = fit_length(ex, max_length)
+            stats["prompt_cut"] += int(cut_prompt)
         if ex.n_trained < 1:
             stats["dropped"] += 1
             continue

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from tunesmith import configlib
-from tunesmith.configlib import option
+from tunesmith.configlib import SEED_MAX, option
 from tunesmith.errors import ConfigError
 
 TASKS = ("qa", "classification", "summarization", "translation", "code", "math", "chat")
@@ -42,22 +42,22 @@ class EvalConfig:
     system: str | None = option(None, "System prompt; default: the one the evaluated run was trained with")
     labels: list[str] | None = option(None, "classification: the label set (default: the labels found in the data)")
     label_map: dict[str, str] | None = option(None, "classification: rename raw labels to words the model can score, e.g. {'0': negative, '1': positive}")
-    shots: int = option(0, "Few-shot examples placed before each question as earlier chat turns", minimum=0)
+    shots: int = option(0, "Few-shot examples placed before each question as earlier chat turns", minimum=0, maximum=1000)
     shots_from: str | None = option(None, "File to draw few-shot examples from (same fields); default: the eval data minus the item itself")
     shot_selection: Literal["random", "similar"] = option("random", "Few-shot choice: seeded random, or most similar by sentence embeddings")
-    limit: int | None = option(None, "Evaluate only the first N items (after the seeded shuffle when shuffle is on)", minimum=1)
+    limit: int | None = option(None, "Evaluate only the first N items (after the seeded shuffle when shuffle is on)", minimum=1, maximum=1_000_000_000)
     shuffle: bool = option(False, "Shuffle items (seeded) before applying limit")
-    seed: int = option(0, "Seed for shuffling, few-shot choice, sampling and bootstrap")
-    max_new_tokens: int = option(64, "Longest generated answer", minimum=1)
-    temperature: float = option(0.0, "0 = greedy decoding", minimum=0.0)
+    seed: int = option(0, "Seed for shuffling, few-shot choice, sampling and bootstrap", minimum=0, maximum=SEED_MAX)
+    max_new_tokens: int = option(64, "Longest generated answer", minimum=1, maximum=131072)
+    temperature: float = option(0.0, "0 = greedy decoding", minimum=0.0, maximum=100.0)
     top_p: float = option(1.0, "Nucleus sampling when temperature > 0", minimum=0.0, maximum=1.0)
     stop: list[str] = option(default_factory=list, doc="Cut answers at the first of these strings")
-    n_samples: int = option(1, "code: completions per task (pass@k needs n >= k and temperature > 0)", minimum=1)
-    pass_k: list[int] = option(default_factory=lambda: [1], doc="code: the k values of pass@k")
-    code_timeout_s: float = option(10.0, "code: wall-clock limit per test run", minimum=0.1)
+    n_samples: int = option(1, "code: completions per task (pass@k needs n >= k and temperature > 0)", minimum=1, maximum=10000)
+    pass_k: list[int] = option(default_factory=lambda: [1], doc="code: the k values of pass@k", minimum=1, maximum=10000)
+    code_timeout_s: float = option(10.0, "code: wall-clock limit per test run", minimum=0.1, maximum=86400.0)
     show_tests: bool | None = option(None, "code: show the tests in the prompt (MBPP convention) or not (HumanEval: the tests only grade); unset: shown by the default prompt, or as a custom prompt's {tests} says")
-    batch_size: int = option(16, "Prompts generated together", minimum=1)
-    bootstrap: int = option(1000, "Bootstrap resamples for confidence intervals", minimum=100)
+    batch_size: int = option(16, "Prompts generated together", minimum=1, maximum=65536)
+    bootstrap: int = option(1000, "Bootstrap resamples for confidence intervals", minimum=100, maximum=1_000_000)
     domain_corpus: str | None = option(None, "Domain corpus (text dataset): enables the domain-adherence score of answers")
     ood_data: str | None = option(None, "Out-of-domain questions (prompt field): scored for the out-of-domain policy")
     ood_policy: Literal["decline", "answer"] = option("decline", "What a model should do with out-of-domain questions")
@@ -77,6 +77,8 @@ class EvalConfig:
                 ("{tests}" in self.prompt) != self.show_tests:
             raise ConfigError(f"show_tests: {str(self.show_tests).lower()} contradicts the prompt template, which "
                               f"{'shows' if '{tests}' in self.prompt else 'does not show'} {{tests}}")
+        if self.task == "code" and not self.pass_k:
+            raise ConfigError("pass_k: list at least one k, e.g. [1]")
         if self.task == "code" and max(self.pass_k) > self.n_samples:
             raise ConfigError(f"pass_k: k={max(self.pass_k)} needs n_samples >= {max(self.pass_k)}")
 

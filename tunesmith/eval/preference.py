@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from tunesmith.data.packing import Row, collate, unpacked
-from tunesmith.data.templating import IGNORE, Example, render_chat, to_messages
+from tunesmith.data.templating import IGNORE, Example, fit_length, render_chat, to_messages
 from tunesmith.errors import TunesmithError
 
 Pair = tuple[Example, Example]  # (prompt + chosen, prompt + rejected)
@@ -38,20 +38,23 @@ def encode_pairs(rows: list[dict], tok, *, max_length: int | None = None,
     """Render preference records into (chosen, rejected) examples; only the answer is trained.
 
     Returns (pairs, kept, stats): `kept[k]` is the index in `rows` of pairs[k]. Examples longer
-    than `max_length` are cut from the right; a pair is dropped when either side has no answer
-    token left. stats = {"n", "truncated", "dropped"} as for `encode_rows`.
+    than `max_length` are cut as `fit_length` cuts them (the prompt's start when the answer
+    would not fit); a pair is dropped when either side has no answer token left.
+    stats = {"n", "truncated", "prompt_cut", "dropped"} as for `encode_rows`.
     """
-    pairs, kept, stats = [], [], {"n": len(rows), "truncated": 0, "dropped": 0}
+    pairs, kept, stats = [], [], {"n": len(rows), "truncated": 0, "prompt_cut": 0, "dropped": 0}
     for i, row in enumerate(rows):
         msgs = to_messages(row, "preference", system_prompt)
-        sides, cut = [], False
+        sides, cut, prompt_cut = [], False, False
         for answer in (row["chosen"], row["rejected"]):
             ex = render_chat(tok, msgs + [{"role": "assistant", "content": answer}], loss_on="last")
             if max_length is not None and len(ex.input_ids) > max_length:
                 cut = True
-                ex = Example(ex.input_ids[:max_length], ex.labels[:max_length])
+                ex, cut_prompt = fit_length(ex, max_length)  # keeps the answer (cuts the prompt's start)
+                prompt_cut = prompt_cut or cut_prompt
             sides.append(ex)
         stats["truncated"] += int(cut)
+        stats["prompt_cut"] += int(prompt_cut)
         if min(n_targets(sides[0]), n_targets(sides[1])) < 1:
             stats["dropped"] += 1
             continue

@@ -8,7 +8,7 @@ import json
 import random
 from pathlib import Path
 
-from tunesmith.data.io import read_raw
+from tunesmith.data.io import MAX_NESTING, nesting_depth, read_raw
 from tunesmith.errors import DataError, Problem, TunesmithError
 
 
@@ -47,8 +47,16 @@ def _read_json_dict(cfg) -> list[dict]:
         obj = json.loads(Path(cfg.data).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise TunesmithError(f"{cfg.data}: cannot read as JSON ({e})") from e
+    except RecursionError:
+        obj = None  # too deep for the decoder: reported as too deep below
+    if obj is None or nesting_depth(obj) > MAX_NESTING + 1:  # +1: the object holding the records
+        raise TunesmithError(f"{cfg.data}: JSON nested more than {MAX_NESTING} levels deep; flatten the records")
     if not isinstance(obj, dict):
         raise TunesmithError(f"{cfg.data}: format json_dict expects a JSON object of records keyed by id")
+    bad = next((k for k, v in obj.items() if not isinstance(v, dict)), None)
+    if bad is not None:
+        raise TunesmithError(f"{cfg.data}: record {bad!r} is a JSON {type(obj[bad]).__name__}, not an object; "
+                             "format json_dict expects {id: {field: value, ...}, ...}")
     keep = None
     if cfg.ids_file:
         try:

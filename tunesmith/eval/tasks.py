@@ -80,7 +80,13 @@ def _answer_turn(rec: dict, cfg) -> str:
 
 
 def _label(rec: dict, cfg) -> str:
+    from tunesmith.data.schemas import MISSING_MARKERS
+
     raw = str(_get(rec, "label", cfg.fields))
+    # Blank, NaN and "N/A" mean "no label": scored as a class they would be silent nonsense.
+    if not raw.strip() or raw.strip().lower() in MISSING_MARKERS and raw not in (cfg.label_map or {}):
+        raise TunesmithError(f"{cfg.data}: record {rec.get('id')}: label is missing ({raw!r}); "
+                             "give every eval record a label or drop the record")
     return (cfg.label_map or {}).get(raw, raw)
 
 

@@ -28,12 +28,12 @@ from tunesmith.data.packing import batches, collate
 from tunesmith.data.schemas import load_dataset
 from tunesmith.data.splits import split_rows
 from tunesmith.data.templating import Example, render_text
-from tunesmith.errors import ConfigError
+from tunesmith.errors import ConfigError, TunesmithError
 from tunesmith.runs import start_run, update_run
 from tunesmith.training import checkpoint as ckpt
 from tunesmith.training.adapters import load_trainable, save_model
 from tunesmith.training.batching import count_targets, epoch_order, make_rows, mean_loss
-from tunesmith.training.losses import causal_lm_loss
+from tunesmith.training.losses import causal_lm_loss, check_finite_loss
 from tunesmith.training.progress import TrainLogger
 from tunesmith.training.runtime import autocast, prepare_runtime, to_device
 from tunesmith.training.optim import build_optimizer, step_budget
@@ -168,7 +168,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     rows, is_general = domain_rows + general_rows, [False] * len(domain_rows) + [True] * len(general_rows)
     val_rows = make_rows(val_ex, L, cfg.data.packing)
     if not domain_rows:
-        raise RuntimeError("no trainable text left after encoding")
+        raise TunesmithError(f"{cfg.data.train}: no trainable text left after encoding (every document is empty)")
     mix = {"general_share_target": cfg.cpt.general_share,
            "general_share_epoch": round(general_targets / max(domain_targets + general_targets, 1), 4),
            "domain_tokens_epoch": domain_targets, "general_tokens_epoch": general_targets,
@@ -209,6 +209,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
             # Divide by the whole step's token count: every trained token weighs the same.
             (s / max(n_step_targets, 1)).backward()
             loss_sum += s.item()
+        check_finite_loss(loss_sum, loop["step"] + 1)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.max_grad_norm if tc.max_grad_norm else float("inf"))
         lr_now = optimizer.param_groups[0]["lr"]
         optimizer.step()

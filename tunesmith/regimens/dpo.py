@@ -42,7 +42,7 @@ from tunesmith.runs import start_run, update_run
 from tunesmith.training import checkpoint as ckpt
 from tunesmith.training.adapters import load_trainable, save_model
 from tunesmith.training.batching import epoch_order
-from tunesmith.training.losses import sequence_logprobs
+from tunesmith.training.losses import check_finite_loss, sequence_logprobs
 from tunesmith.training.pref_losses import dpo_loss
 from tunesmith.training.progress import TrainLogger
 from tunesmith.training.runtime import autocast, prepare_runtime, to_device
@@ -225,6 +225,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
             loss_sum += loss.item() * w
             for k in REWARD_KEYS:
                 rewards[k] += m[k] * w
+        check_finite_loss(loss_sum, loop["step"] + 1)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.max_grad_norm if tc.max_grad_norm else float("inf"))
         lr_now = optimizer.param_groups[0]["lr"]
         optimizer.step()

@@ -61,7 +61,7 @@ from tunesmith.runs import start_run, update_run
 from tunesmith.training import checkpoint as ckpt
 from tunesmith.training.adapters import load_trainable, save_model
 from tunesmith.training.batching import epoch_order
-from tunesmith.training.losses import token_logits
+from tunesmith.training.losses import check_finite_loss, token_logits
 from tunesmith.training.pref_losses import group_advantages, grpo_loss
 from tunesmith.training.progress import TrainLogger
 from tunesmith.training.runtime import autocast, prepare_runtime
@@ -314,6 +314,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         for _ in range(gc.updates_per_batch):
             loss, metrics = policy_update(model, samples, advantages, old=old, ref=ref, clip_eps=gc.clip_eps,
                                           kl_coef=gc.kl_coef, **kw)
+            check_finite_loss(loss, loop["step"] + 1)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.max_grad_norm if tc.max_grad_norm else float("inf"))
             optimizer.step()
             scheduler.step()

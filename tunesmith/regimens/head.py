@@ -33,6 +33,7 @@ from tunesmith.data.splits import split_rows
 from tunesmith.errors import ConfigError, TunesmithError
 from tunesmith.runs import start_run, update_run
 from tunesmith.training import checkpoint as ckpt
+from tunesmith.training.losses import check_finite_loss
 from tunesmith.training.adapters import apply_adapter, count_params, save_model
 from tunesmith.training.batching import epoch_order
 from tunesmith.training.progress import TrainLogger
@@ -271,6 +272,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
             s, _ = head_loss(logits, y, weight_t)
             (s / max(denom, 1e-12)).backward()
             loss_sum += s.item()
+        check_finite_loss(loss_sum, loop["step"] + 1)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.max_grad_norm if tc.max_grad_norm else float("inf"))
         lr_now = optimizer.param_groups[0]["lr"]
         optimizer.step()

@@ -16,11 +16,12 @@ from tunesmith.data.schemas import load_dataset
 from tunesmith.data.packing import batches, collate
 from tunesmith.data.splits import split_rows
 from tunesmith.data.templating import encode_rows
+from tunesmith.errors import TunesmithError
 from tunesmith.runs import start_run, update_run
 from tunesmith.training import checkpoint as ckpt
 from tunesmith.training.batching import count_targets, epoch_order, make_rows, mean_loss
 from tunesmith.training.adapters import load_trainable, save_model
-from tunesmith.training.losses import causal_lm_loss
+from tunesmith.training.losses import causal_lm_loss, check_finite_loss
 from tunesmith.training.progress import TrainLogger
 from tunesmith.training.runtime import autocast, prepare_runtime, to_device
 from tunesmith.training.optim import build_optimizer, step_budget
@@ -77,7 +78,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     val_ex, _ = encode_rows(val_rows_raw, train_ds.type, tok, **enc)
     rows, val_rows = make_rows(train_ex, cfg.data.max_length, cfg.data.packing), make_rows(val_ex, cfg.data.max_length, cfg.data.packing)
     if not rows:
-        raise RuntimeError("no trainable examples left after encoding")
+        raise TunesmithError(f"{cfg.data.train}: no trainable examples left after encoding (every answer is empty or past data.max_length={cfg.data.max_length})")
     pad_id = tok.pad_token_id
     steps_per_epoch, total_steps = step_budget(len(rows), tc)
     params, optimizer, scheduler = build_optimizer(model, tc, total_steps)
@@ -109,6 +110,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
             # Divide by the whole step's token count: every trained token weighs the same.
             (s / max(n_targets, 1)).backward()
             loss_sum += s.item()
+        check_finite_loss(loss_sum, loop["step"] + 1)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.max_grad_norm if tc.max_grad_norm else float("inf"))
         lr_now = optimizer.param_groups[0]["lr"]
         optimizer.step()

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from tunesmith import configlib
 from tunesmith.config import REGIMENS
-from tunesmith.configlib import option
+from tunesmith.configlib import SEED_MAX, option
 from tunesmith.errors import ConfigError
 from tunesmith.rundir import check_name
 from tunesmith.models.builtins import DEFAULT_MODEL
@@ -57,9 +57,9 @@ class StudyEval:
         "qa", "How data.test is scored (its correctness criterion): qa exact match, math final-number accuracy, classification accuracy (generative arms by label log-likelihood, head arms by their head), summarization ROUGE-L, code pass@1")
     labels: list[str] | None = option(None, "classification: the label set (default: the labels found in data.test)")
     stop: list[str] = option(default_factory=list, doc="Strings that end a generated answer (e.g. a model starting the next question)")
-    max_new_tokens: int = option(32, "Longest generated answer", minimum=1)
-    limit: int | None = option(None, "Evaluate only the first N test items", minimum=1)
-    batch_size: int = option(16, "Prompts generated together", minimum=1)
+    max_new_tokens: int = option(32, "Longest generated answer", minimum=1, maximum=131072)
+    limit: int | None = option(None, "Evaluate only the first N test items", minimum=1, maximum=1_000_000_000)
+    batch_size: int = option(16, "Prompts generated together", minimum=1, maximum=65536)
     show_tests: bool | None = option(None, "code: show the tests in the prompt (MBPP convention) or not (HumanEval: the tests only grade the answer); unset: shown")
     domain_adherence: bool = option(True, "Score domain adherence (needs data.corpus)")
     general_ability: bool = option(True, "Measure general-ability retention (shipped perplexity text and probe)")
@@ -70,8 +70,8 @@ class StudyEval:
 @dataclass
 class StudyBudget:
     match: Literal["none", "steps", "epochs"] = option("none", "Give every trained arm the same number of optimizer steps or epochs")
-    steps: int | None = option(None, "Steps per trained arm when match: steps", minimum=1)
-    epochs: float | None = option(None, "Epochs per trained arm when match: epochs", minimum=0.0)
+    steps: int | None = option(None, "Steps per trained arm when match: steps", minimum=1, maximum=100_000_000)
+    epochs: float | None = option(None, "Epochs per trained arm when match: epochs", minimum=0.0, maximum=100000.0)
 
 
 @dataclass
@@ -92,7 +92,7 @@ class StudyConfig:
     name: str | None = option(None, "Study name: results go to <output_dir>/<name>; defaults to the file's name")
     output_dir: str = option("studies", "Folder holding study directories")
     models: list[str] = option(default_factory=lambda: [DEFAULT_MODEL], doc="Models every arm runs on")
-    seeds: list[int] = option(default_factory=lambda: [0], doc="Seeds every trained arm runs with")
+    seeds: list[int] = option(default_factory=lambda: [0], doc="Seeds every trained arm runs with", minimum=0, maximum=SEED_MAX)
     baseline: str | None = option(None, "The arm others are compared against (default: the first prompting arm)")
     data: StudyData = option(doc="The shared data", default_factory=lambda: StudyData(train="", test=""))
     eval: StudyEval = field(default_factory=StudyEval)
@@ -107,6 +107,9 @@ class StudyConfig:
             check_name(self.name, "name")
         if not self.data.train or not self.data.test:
             raise ConfigError("data.train and data.test: both are required (training questions and held-out questions)")
+        for key in ("models", "seeds"):
+            if not getattr(self, key):
+                raise ConfigError(f"{key}: list at least one, e.g. {key}: {[DEFAULT_MODEL] if key == 'models' else [0]}")
         names = [a.name for a in self.arms]
         if not names:
             raise ConfigError("arms: list at least one arm, e.g. - {name: zero-shot, regimen: prompt}")
@@ -115,6 +118,10 @@ class StudyConfig:
             raise ConfigError(f"arms: duplicate arm name(s) {', '.join(sorted(dup))}")
         for a in self.arms:
             for ref, what in ((a.after, "after"), (a.on, "on")):
+                if ref is not None and not ref.strip():
+                    raise ConfigError(f"arms.{a.name}.{what}: empty; name an arm listed before it, or remove the key")
+                if ref and ref == a.name:  # a model cannot start from (or sit on) itself
+                    raise ConfigError(f"arms.{a.name}.{what}: an arm cannot refer to itself; name an arm listed before it")
                 if ref and ref not in names:
                     raise ConfigError(f"arms.{a.name}.{what}: no arm named {ref!r} (arms: {', '.join(names)})")
                 if ref and names.index(ref) > names.index(a.name):

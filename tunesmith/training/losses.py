@@ -7,10 +7,13 @@ floats), and with an assistant-only mask most of them are never used.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from tunesmith.data.templating import IGNORE
+from tunesmith.errors import TunesmithError
 
 
 def backbone_and_head(model):
@@ -67,3 +70,15 @@ def sequence_logprobs(model, batch: dict) -> torch.Tensor:
     lp = torch.log_softmax(logits, -1).gather(-1, targets[sel][:, None]).squeeze(-1)  # (N,)
     row = torch.arange(targets.shape[0], device=targets.device)[:, None].expand_as(targets)[sel]
     return torch.zeros(targets.shape[0], dtype=lp.dtype, device=lp.device).index_add(0, row, lp)
+
+
+def check_finite_loss(loss: float, step: int) -> float:
+    """`loss` unchanged, or a one-line error when it is NaN or infinite.
+
+    Every later step of a non-finite run is NaN too: stopping here (before the optimizer
+    writes NaN into the weights) beats exporting a broken model and reporting success."""
+    if not math.isfinite(loss):
+        raise TunesmithError(f"training stopped: the loss at step {step} is not finite ({loss}); lower "
+                             f"training.learning_rate, set training.max_grad_norm, or check the model "
+                             f"weights and data (the last checkpoint, if any, is kept)")
+    return loss
