@@ -87,3 +87,24 @@ def test_overtrained_arm_is_flagged_and_a_sane_arm_is_not(tmp_path, tiny_model_d
     assert res["data_preparation"]["train"]["validation_records"] == 8
     warned = [w for w in verdict(res)["warnings"] if w.startswith("Overfitting")]
     assert len(warned) == 1 and "overtrained" in warned[0] and "sane" not in warned[0]
+
+
+def test_dpo_after_sft_reports_its_effect_over_its_start(tmp_path, tiny_model_dir, demo_dir):
+    """The chain users run: DPO starts from the SFT arm; results carry its paired effect over that
+    start, the verdict says it, and the policy is its own criterion beside in-domain adherence."""
+    from tunesmith.study.runner import run_study
+    from tunesmith.study.verdict import verdict
+
+    d = _study(tmp_path, tiny_model_dir, demo_dir)
+    d["eval"].update(limit=4, domain_adherence=True)
+    d["defaults"] = {"training.max_steps": 2, "training.batch_size": 4, "training.eval_every": 1}
+    res = run_study(load_study_config(None, base=d), progress=False)["results"]
+    arms = {a["arm"]: a for a in res["arms"]}
+    assert arms["dpo"]["status"] == "completed" and arms["dpo"]["starts_from"] == "sft"
+    assert arms["dpo"]["config"]["init_from"].endswith("sft")
+    assert set(arms["dpo"]["vs_start"]) >= {"correctness", "domain_adherence", "ood_policy"}
+    assert {"domain_adherence", "ood_policy"} <= set(res["criteria"]) and res["criteria"]["ood_policy"]["policy"] == "decline"
+    assert arms["zero-shot"]["results"]["ood_policy"]["n"] == 30 and arms["zero-shot"]["results"]["domain_adherence"]["n"] == 4
+    assert all(a["overfitting"]["overfitting"] is not None for a in res["arms"] if a["kind"] == "training")
+    chains = verdict(res)["chains"]
+    assert len(chains) == 1 and chains[0].startswith("dpo starts from sft; its own effect over that start: correctness")
