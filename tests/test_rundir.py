@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tunesmith.errors import ConfigError, TunesmithError
-from tunesmith.rundir import check_name, remove_tree, replacing, run_lock
+from tunesmith.rundir import check_name, recover_replacement, remove_tree, replacing, run_lock
 
 
 @pytest.mark.parametrize("name", ["..", ".", "../x", "/abs", "a/b", "a\\b", "", " x", ".hidden", "a\0b", "a\nb"])
@@ -50,6 +50,28 @@ def test_replacing_restores_the_old_run_when_the_new_one_fails(tmp_path):
         run.mkdir()
         (run / "run.json").write_text(json.dumps({"status": "completed", "new": True}))
     assert json.loads((run / "run.json").read_text())["new"] and not list(run.parent.glob(".r.replaced"))
+
+
+def test_a_replacement_killed_half_way_gives_the_previous_run_back(tmp_path, capsys):
+    """SIGKILL between the move aside and the new run's success leaves .r.replaced: the next start
+    restores it when the half-made run holds nothing to resume, and keeps it (saying so) otherwise."""
+    run = tmp_path / "runs" / "r"
+    backup = run.parent / ".r.replaced"
+    backup.mkdir(parents=True)
+    (backup / "run.json").write_text(json.dumps({"status": "completed", "old": True}))
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"status": "running"}))  # killed before its first checkpoint
+    recover_replacement(run)
+    assert json.loads((run / "run.json").read_text())["old"] and not backup.exists()
+    assert "restored" in capsys.readouterr().err
+    backup.mkdir()
+    (backup / "run.json").write_text(json.dumps({"status": "completed", "old": True}))
+    (run / "run.json").write_text(json.dumps({"status": "running"}))
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "state.json").write_text("{}")  # the new run has something to resume
+    recover_replacement(run)
+    assert backup.exists() and json.loads((run / "run.json").read_text())["status"] == "running"
+    assert "is kept" in capsys.readouterr().err
 
 
 def test_run_lock_refuses_a_second_process_and_frees_on_exit(tmp_path):

@@ -24,13 +24,14 @@ def train(config: str | Path | object, overrides=(), *, resume: bool = False, ov
 
     from tunesmith.config import TrainConfig, load_train_config
     from tunesmith.models.loading import resolve_model
-    from tunesmith.rundir import check_name, remove_tree, replacing, run_lock
+    from tunesmith.rundir import check_name, recover_replacement, remove_tree, replacing, run_lock
 
     cfg = config if isinstance(config, TrainConfig) else load_train_config(config, overrides)
     check_name(cfg.name, "name")
     module = importlib.import_module(f"tunesmith.regimens.{cfg.regimen}")
     run = cfg.run_dir
     with run_lock(run):
+        recover_replacement(run)  # a replacement killed half-way gives the previous run back first
         if overwrite and not resume and (run / "run.json").exists():
             resolve_model(cfg.start_model)  # a typo in model.name must not cost the previous run
         if resume and (run / "checkpoints").is_dir():

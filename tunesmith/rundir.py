@@ -96,6 +96,23 @@ def failed_start(run: Path) -> bool:
     return (run / "run.json").exists() and _status(run) != "completed" and not (run / "checkpoints" / "state.json").exists()
 
 
+def recover_replacement(run: Path) -> None:
+    """Put back the run an interrupted --overwrite moved aside (SIGKILL between the move and the
+    new run's success), unless the new run already holds a checkpoint worth resuming or finished:
+    then the backup is kept and said so. Call with the run's lock held."""
+    run = Path(run)
+    backup = run.parent / f".{run.name}.replaced"
+    if not backup.is_dir() or _status(run) == "completed":
+        return
+    if run.exists() and not failed_start(run):
+        warn(f"{backup} holds the run an interrupted --overwrite replaced; it is kept (delete it once {run} is what you want)")
+        return
+    if run.exists():
+        remove_tree(run, run.parent)
+    os.replace(backup, run)
+    warn(f"restored {run} from {backup.name}: an --overwrite was interrupted before the new run saved a checkpoint")
+
+
 @contextlib.contextmanager
 def replacing(run: Path, overwrite: bool):
     """With `overwrite`, move an existing run aside for the block: on success delete it, on any
