@@ -10,6 +10,11 @@ metric's values equal those the study stored in each arm's eval/qa_test.json.
     python benchmarks/adherence_agreement.py studies/demo
     python benchmarks/adherence_agreement.py studies/demo --write-fixture tests/fixtures/demo_adherence_sample.jsonl
 
+It also scores constructed answers to the same questions (the right value bare and in a sentence,
+another entity's value of the same attribute, an invented name and date, another subject, the
+policy's decline, the right value plus an invented source): hard negatives that a model's answers
+rarely contain, with the ground truth labels again from the fact tables.
+
 --write-fixture stores every labelled answer (arm, question row, answer, metric, label) as the
 fixed sample that tests/test_adherence_agreement.py recomputes.
 """
@@ -65,6 +70,32 @@ def measure(study: Path, k: int) -> tuple[list[dict], dict]:
     return rows, table
 
 
+def constructed(dom) -> tuple[list[str], list[dict]]:
+    """(answers, their question rows): 8 constructed answers per held-out question (see the module doc)."""
+    facts = {f.fact_id: f for f in dom.facts}
+    answers, rows = [], []
+    for r in dom.qa_test:
+        f = facts[r["fact_id"]]
+        other = next(g.answer for g in dom.facts if g.attribute == f.attribute and g.entity != f.entity) \
+            if sum(g.attribute == f.attribute for g in dom.facts) > 1 else "1999"
+        for a in (f.answer, f"For the {f.entity}, it is {f.answer}.", other, f"For the {f.entity}, it is {other}.",
+                  "It was made by John Smith in 1999.", "Paris is the capital of France.",
+                  "I can only answer questions about Tarrowind Instruments.", f"{f.answer}, according to John Smith."):
+            answers.append(a)
+            rows.append(r)
+    return answers, rows
+
+
+def measure_constructed(study: Path, k: int) -> dict:
+    from tunesmith.eval.grounding import ContentJudge
+
+    dom = build_domain(seed=0, n_facts=N_FACTS)
+    answers, rows = constructed(dom)
+    judge = ContentJudge(_jsonl(study / "data" / "corpus.jsonl"), k=k)
+    metric = [d["adheres"] for d in judge.judge_all(answers, [r["prompt"] for r in rows])]
+    return agreement(metric, label_answers(answers, rows, dom))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("study", type=Path, help="a finished demo study directory (studies/demo)")
@@ -75,6 +106,8 @@ def main(argv=None) -> int:
     print(f"{'arm':<16}{'n':>5}{'accuracy':>10}{'kappa':>8}{'tp':>5}{'fp':>5}{'fn':>5}{'tn':>5}")
     for arm, t in table.items():
         print(f"{arm:<16}{t['n']:>5}{t['accuracy']:>10.3f}{t['kappa']:>8.3f}{t['tp']:>5}{t['fp']:>5}{t['fn']:>5}{t['tn']:>5}")
+    t = measure_constructed(a.study, a.k)
+    print(f"{'constructed':<16}{t['n']:>5}{t['accuracy']:>10.3f}{t['kappa']:>8.3f}{t['tp']:>5}{t['fp']:>5}{t['fn']:>5}{t['tn']:>5}")
     differs = [r for r in rows if r["stored"] is not None and r["stored"] != r["metric"]]
     print(f"metric recomputed = stored in the study: {len(rows) - len(differs)} of {len(rows)}")
     for r in (x for x in rows if x["metric"] != x["truth"]):
