@@ -23,9 +23,9 @@ class JudgeSettings:
     rubrics: list[str] = option(default_factory=lambda: ["helpfulness"], doc="Rubrics to score: helpfulness, correctness (needs references), domain_adherence (needs `domain`)")
     domain: str | None = option(None, "One-line description of the domain, for the domain_adherence rubric")
     cache_dir: str | None = option(None, "Where judgments are cached (default: <user cache>/tunesmith/judge)")
-    timeout_s: float = option(60.0, "Seconds one judge request may take in all (connect, wait, read)", minimum=0.001)
-    max_retries: int = option(4, "Retries of a judge request after a 429, 5xx, timeout or connection error", minimum=0)
-    breaker_failures: int = option(5, "Consecutive failed judge attempts after which the rest fail at once (0: never)", minimum=0)
+    timeout_s: float = option(60.0, "Seconds one judge request may take in all (connect, wait, read)", minimum=0.001, maximum=86400.0)
+    max_retries: int = option(4, "Retries of a judge request after a 429, 5xx, timeout or connection error", minimum=0, maximum=100)
+    breaker_failures: int = option(5, "Consecutive failed judge attempts after which the rest fail at once (0: never)", minimum=0, maximum=100000)
 
 
 @dataclass
