@@ -8,10 +8,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tunesmith.errors import TunesmithError
+from tunesmith.runs import run_system_prompt  # noqa: F401 - part of the facade (cli, library users)
 
 
 def train(config: str | Path | object, overrides=(), *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
@@ -120,14 +120,6 @@ def preview_data(path, *, type: str | None = None, model: str = "smollm2-135m-in
         ex = render_chat(tok, to_messages(rec.data, ds.type, system_prompt), loss_on)
     head = f"{rec.file}:{rec.line} ({ds.type}; {ex.n_trained} of {len(ex.input_ids)} tokens trained, marked [[like this]])"
     return head + "\n" + preview(tok, ex)
-
-
-def run_system_prompt(spec: str) -> str | None:
-    """The system prompt a run was trained with, so that generation matches training."""
-    p = Path(spec) / "run.json"
-    if p.exists():
-        return json.loads(p.read_text()).get("system_prompt")
-    return None
 
 
 def generate(model: str, prompts: list[str], *, system: str | None = None, max_new_tokens: int = 128,

@@ -66,7 +66,7 @@ def build_pairs(model: str, data: str | Path, out: str | Path, rewards: Mapping[
     """
     from tqdm.auto import tqdm
 
-    from tunesmith.api import run_system_prompt
+    from tunesmith.runs import run_system_prompt
     from tunesmith.data.templating import prompt_text, to_messages
     from tunesmith.eval.reward_eval import load_reward_prompts, repeat_columns
     from tunesmith.models.loading import load_model

@@ -50,6 +50,14 @@ def read_run(path: Path) -> dict:
     return meta
 
 
+def run_system_prompt(spec: str) -> str | None:
+    """The system prompt a run was trained with, so that generation matches training."""
+    p = Path(spec) / "run.json"
+    if p.exists():
+        return json.loads(p.read_text()).get("system_prompt")
+    return None
+
+
 def update_run(path: Path, **fields) -> dict:
     """Merge fields into run.json (atomic replace)."""
     p = Path(path) / "run.json"

@@ -110,7 +110,7 @@ def mean_reward(model_spec: str, data_path: str, rewards: Mapping[str, float], *
     mean unweighted value}, "per_item": [total reward per prompt], "completions": [...]}; the
     CI is a 95% percentile bootstrap over prompts.
     """
-    from tunesmith.api import run_system_prompt
+    from tunesmith.runs import run_system_prompt
     from tunesmith.data.templating import to_messages
     from tunesmith.eval.stats import bootstrap_ci
     from tunesmith.generation import GenerationSettings, generate_batch

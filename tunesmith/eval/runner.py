@@ -125,7 +125,7 @@ def _classify(model, tok, items, cfg, progress) -> tuple[list[list[str]], list[l
 
 def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool = False) -> dict:
     """Evaluate `spec` (run directory, built-in name, HF dir or .gguf) on `cfg.data`."""
-    from tunesmith.api import run_system_prompt
+    from tunesmith.runs import run_system_prompt
     from tunesmith.eval.sources import read_records
     from tunesmith.eval.tasks import build_items
     from tunesmith.models.loading import load_model
