@@ -47,6 +47,13 @@ class Chunk:
     start_word: int  # index of the window's first word in the document's text.split()
 
 
+def corpus_documents(rows: list[dict]) -> list[dict]:
+    """Documents {"id", "title", "text"} from a text dataset's rows: the id is the row's id or
+    source, else its position (doc-0000), so chunk ids stay stable for a given corpus file."""
+    return [{"id": str(r.get("id") or r.get("source") or f"doc-{i:04d}"), "title": r.get("title", ""), "text": r["text"]}
+            for i, r in enumerate(rows)]
+
+
 def chunk_documents(docs: list[dict], *, chunk_words: int = 120, overlap_words: int = 30) -> list[Chunk]:
     """Cut each document into windows of `chunk_words` words, consecutive windows sharing
     `overlap_words`; the last window ends at the document's end, and a document no longer

@@ -66,9 +66,12 @@ def stem(term: str) -> str:
     return t
 
 
+_STOP_STEMS = frozenset(stem(w) for w in CLAIM_STOPWORDS) | {""}  # stemmed once, not per text
+
+
 def terms(text: str) -> set[str]:
     """Stemmed content terms of a text (support side: everything that is not a function word)."""
-    return {stem(m.group()) for m in _WORD.finditer(text)} - {stem(w) for w in CLAIM_STOPWORDS} - {""}
+    return {stem(m.group()) for m in _WORD.finditer(text)} - _STOP_STEMS
 
 
 @dataclass
@@ -80,7 +83,7 @@ class Claim:
 
 def claims(answer: str, question: str = "") -> list[Claim]:
     """The answer's claim terms (see the module docstring), first occurrence of each, in order."""
-    skip = terms(question) | {stem(w) for w in CLAIM_STOPWORDS}
+    skip = terms(question) | _STOP_STEMS
     out: dict[str, Claim] = {}
     for m in _WORD.finditer(answer):
         word = m.group()

@@ -287,16 +287,14 @@ def _helpfulness(preds, items, per_item, metrics, cfg) -> dict:
 def _adherence(run: Path, model, tok, preds, questions, cfg, system, progress) -> dict:
     from tunesmith.data.schemas import load_dataset
     from tunesmith.eval.adherence import DomainClassifier, adherence_report
+    from tunesmith.eval.grounding import ContentJudge
     from tunesmith.eval.sources import read_records
     from tunesmith.generation import GenerationSettings, generate_batch
     from tunesmith.prompting import Recipe
     from tunesmith.resources import load_resource
+    from tunesmith.retrieval import corpus_documents
 
-    from tunesmith.eval.grounding import ContentJudge
-
-    rows = load_dataset(cfg.domain_corpus, "text").rows()
-    docs = [{"id": str(r.get("id") or r.get("source") or f"doc-{i:04d}"), "title": r.get("title", ""), "text": r["text"]}
-            for i, r in enumerate(rows)]
+    docs = corpus_documents(load_dataset(cfg.domain_corpus, "text").rows())
     clf = DomainClassifier.fit([d["text"] for d in docs], [r["text"] for r in load_resource("general_text")], seed=cfg.seed)
     content = ContentJudge(docs, k=cfg.adherence_passages, embedder=clf.embedder)
     answers, mask, qs = list(preds), [False] * len(preds), list(questions)

@@ -9,7 +9,7 @@ import time
 
 from tunesmith.data.schemas import load_dataset
 from tunesmith.regimens.prompt import ACCEPTS, build_recipe, example_pairs
-from tunesmith.retrieval import Retriever, chunk_documents
+from tunesmith.retrieval import Retriever, chunk_documents, corpus_documents
 from tunesmith.runs import start_run, update_run
 
 
@@ -21,8 +21,7 @@ def prepare(cfg, *, resume: bool = False, overwrite: bool = False, progress: boo
     if cfg.data.train:
         ds = load_dataset(cfg.data.train, cfg.data.type, accept=ACCEPTS)
         pairs, counts["train"] = example_pairs(ds.rows(), ds.type), len(ds)
-    docs = [{"id": str(r.get("id") or r.get("source") or f"doc-{i:04d}"), "title": r.get("title", ""), "text": r["text"]}
-            for i, r in enumerate(corpus.rows())]
+    docs = corpus_documents(corpus.rows())
     chunks = chunk_documents(docs, chunk_words=rc.chunk_words, overlap_words=rc.overlap_words)
     run = start_run(cfg, regimen="rag", files={"train": cfg.data.train or None, "corpus": rc.corpus}, counts=counts,
                     trains_weights=False, resume=resume, overwrite=overwrite)

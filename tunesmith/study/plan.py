@@ -101,11 +101,12 @@ def _non_default(d: dict, ref: dict) -> dict:
     return out
 
 
-def plan(study) -> list[Job]:
-    """Every job of the study in dependency order (an arm's parents come first)."""
+def plan(study, prep=None) -> list[Job]:
+    """Every job of the study in dependency order (an arm's parents come first). `prep`: the
+    study's derived data (tunesmith.study.prepare.prepare_data), made here when not given."""
     from tunesmith.study.prepare import prepare_data
 
-    prep = prepare_data(study)
+    prep = prep or prepare_data(study)
     many = len(study.models) > 1 or len(study.seeds) > 1
     defaults = configlib.to_dict(TrainConfig())  # what _non_default compares every job's config with
     jobs: list[Job] = []

@@ -506,6 +506,7 @@ def render_html(results: dict, v: dict) -> str:
     title = f"Study report: {results.get('study', '')}"
     warns = v.get("warnings", [])
     extra, curves, cfg = extra_table(results), curves_table(results), config_table(results)
+    notes = study_notes(results)
     sections = [
         ("results", "Results", html_table(results_table(results)) + (html_table(extra) if extra else "")),
         ("cost", "Cost", html_table(cost_table(results))),
@@ -513,8 +514,7 @@ def render_html(results: dict, v: dict) -> str:
          + (html_table(curves, "curves") if curves else "")),
         ("warnings", f"Warnings ({len(warns)})",
          '<ul class="warnings">' + "".join(f"<li>{_h(w)}</li>" for w in warns) + "</ul>" if warns else "<p>None.</p>"),
-        *([("notes", "Study notes", "<ul>" + "".join(f"<li>{_h(n)}</li>" for n in study_notes(results)) + "</ul>")]
-          if study_notes(results) else []),
+        *([("notes", "Study notes", "<ul>" + "".join(f"<li>{_h(n)}</li>" for n in notes) + "</ul>")] if notes else []),
         ("examples", "Examples", _examples_html(results)),
         ("config", "Config differences",
          (html_table(cfg) if cfg else "<p>The arms share every setting.</p>") + _configs_html(results)),

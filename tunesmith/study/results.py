@@ -114,13 +114,6 @@ def _overfitting(job, run: Path, ev: dict, status: str) -> dict | None:
     return out
 
 
-def prepared_summary(study) -> dict:
-    """What the study derived from its data (validation split sizes, policy examples added)."""
-    from tunesmith.study.prepare import prepare_data
-
-    return prepare_data(study).summary
-
-
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -178,9 +171,11 @@ def _overlap(study) -> int:
     return len({j for _, j in exact})
 
 
-def build_results(study, jobs, outcomes: dict, *, wall_seconds: float, invocation_seconds: float | None = None) -> dict:
+def build_results(study, jobs, outcomes: dict, *, wall_seconds: float, invocation_seconds: float | None = None,
+                  prepared: dict | None = None) -> dict:
     """results.json's content. wall_seconds: the time spent on every job's current results, over
-    all invocations; invocation_seconds: this invocation only (small when results were cached)."""
+    all invocations; invocation_seconds: this invocation only (small when results were cached);
+    prepared: what the study derived from its data (Prepared.summary)."""
     test_name = Path(study.data.test).stem
     shown = [j for j in jobs if j.report]
     baseline = study.baseline or next((j.arm for j in shown if j.kind == "prompting"), shown[0].arm)
@@ -268,7 +263,7 @@ def build_results(study, jobs, outcomes: dict, *, wall_seconds: float, invocatio
             "invocation_seconds": round(invocation_seconds if invocation_seconds is not None else wall_seconds, 1), "env": env_info(),
             "policy": {"ood": study.policy.out_of_domain, "decline_message": study.policy.decline_message,
                        "told_prompting_arms": study.policy.told(), "examples": study.policy.examples},
-            "data_preparation": prepared_summary(study), "notes": list(study.notes),
+            "data_preparation": prepared or {}, "notes": list(study.notes),
             "criteria": criteria, "baseline": baseline, "arms": arms, "examples": _examples(arms, test_name),
             "majority_class": majority_class(study, arms),
             "config_diff": _config_diff(arms), "study_config": configlib.to_dict(study)}
@@ -279,15 +274,13 @@ def record_tests(criteria: dict, arms: list[dict]) -> None:
     for multiple comparisons the verdict applies: McNemar's exact test when every stored pair of
     the criterion has 0/1 per-item scores, else the paired sign-flip permutation test (so every
     comparison on one criterion uses the same test). Call once every arm's pairs are in."""
-    from tunesmith.study.significance import CORRECTION, TESTS
+    from tunesmith.study.significance import CORRECTION, TESTS, pair_rows, supported_test
 
     for name, c in criteria.items():
-        rows = [r for a in arms for r in [*((a.get("pairwise") or {}).get(name) or {}).values(),
-                                          (a.get("vs_baseline") or {}).get(name), (a.get("vs_start") or {}).get(name)] if r]
-        if not rows:
-            continue
-        test = "mcnemar" if all(r.get("mcnemar_p") is not None for r in rows) else "permutation"
-        c.update(test=test, test_name=TESTS[test][0], correction=CORRECTION)
+        rows = pair_rows({"arms": arms}, name)
+        if rows:
+            test = supported_test(rows)  # every pair _pair stores has permutation_p, so never the bootstrap
+            c.update(test=test, test_name=TESTS[test][0], correction=CORRECTION)
 
 
 def _train_label_counts(study, labels: set[str]) -> Counter:

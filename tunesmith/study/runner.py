@@ -87,12 +87,10 @@ def format_plan(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def data_lines(study) -> list[str]:
-    """What the study derived from its data, one line per kind (printed with the plan)."""
-    from tunesmith.study.prepare import prepare_data
-
+def data_lines(summary: dict) -> list[str]:
+    """What the study derived from its data (Prepared.summary), one line per kind (printed with the plan)."""
     out = []
-    for name, d in prepare_data(study).summary.items():
+    for name, d in summary.items():
         pol = f", {d['policy_examples']} of them out-of-domain policy examples" if d.get("policy_examples") else ""
         if d.get("validation_source"):
             out.append(f"data.{name}: {d['records']} records{pol}; validation: {d['validation_source']} ({d['validation_records']} records)")
@@ -120,11 +118,14 @@ def run_job(job: Job, same: bool, progress: bool) -> dict:
 
 
 def run_study(study, *, dry_run: bool = False, progress: bool = True) -> dict:
-    jobs = plan(study)
+    from tunesmith.study.prepare import prepare_data
+
+    prep = prepare_data(study)  # once: the plan, the printed sizes and results.json all use it
+    jobs = plan(study, prep)
     validate_data(study, jobs)  # clear errors before any training starts
     rows = estimate(study, jobs)
     if dry_run:
-        return {"plan": rows, "text": format_plan(rows) + "\n\n" + "\n".join(data_lines(study))}
+        return {"plan": rows, "text": format_plan(rows) + "\n\n" + "\n".join(data_lines(prep.summary))}
     sdir = study.study_dir
     sdir.mkdir(parents=True, exist_ok=True)
     state_path = sdir / "state.json"
@@ -133,7 +134,7 @@ def run_study(study, *, dry_run: bool = False, progress: bool = True) -> dict:
     # an interrupt reports the time of all its parts, not only of the last invocation).
     timing_path = sdir / "timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
-    for line in data_lines(study):
+    for line in data_lines(prep.summary):
         _say(line)
     t0 = time.time()
     eta = {r["job"]: r["minutes"] for r in rows}
@@ -170,7 +171,8 @@ def run_study(study, *, dry_run: bool = False, progress: bool = True) -> dict:
     from tunesmith.study.results import build_results
 
     total = sum(timing[j.id]["seconds"] for j in jobs if j.id in timing and timing[j.id]["key"] == j.key)
-    results = build_results(study, jobs, outcomes, wall_seconds=total, invocation_seconds=time.time() - t0)
+    results = build_results(study, jobs, outcomes, wall_seconds=total, invocation_seconds=time.time() - t0,
+                            prepared=prep.summary)
     write_json_atomic(sdir / "results.json", results)
     from tunesmith.study.report import write_report
 

@@ -44,9 +44,12 @@ def criterion_test(results: dict, name: str) -> str:
     one every stored pair supports: McNemar when all carry mcnemar_p (0/1 scores), the permutation
     test when all carry permutation_p, the paired bootstrap otherwise."""
     declared = (results.get("criteria", {}).get(name) or {}).get("test")
-    if declared in TESTS:
-        return declared
-    rows = pair_rows(results, name)
+    return declared if declared in TESTS else supported_test(pair_rows(results, name))
+
+
+def supported_test(rows: list[dict]) -> str:
+    """The test every one of a criterion's stored pairs supports: McNemar when all carry mcnemar_p
+    (0/1 scores), the permutation test when all carry permutation_p, else the paired bootstrap."""
     for key in ("mcnemar", "permutation"):
         if rows and all(r.get(TESTS[key][1]) is not None for r in rows):
             return key
