@@ -71,14 +71,19 @@ def cli(*args, cwd=None, timeout=TIMEOUT, as_nobody=False) -> Result:
     return Result(r.returncode, r.stdout, r.stderr)
 
 
-def classify_error(r: Result, needle: str | None = None) -> str:
-    """An error was the right answer: was it one clean line?"""
+def _not_an_error(r: Result) -> str | None:
+    """How a probe that should have failed did not fail cleanly at all (hang, traceback, exit 0)."""
     if r.rc is None:
         return "hang"
     if "Traceback" in r.text:
         return "traceback"
-    if r.rc == 0:
-        return "wrong success"
+    return "wrong success" if r.rc == 0 else None
+
+
+def classify_error(r: Result, needle: str | None = None) -> str:
+    """An error was the right answer: was it one clean line?"""
+    if kind := _not_an_error(r):
+        return kind
     lines = [ln for ln in r.err.splitlines() if ln.strip()]
     if len(lines) != 1 or (needle is not None and needle.lower() not in lines[0].lower()):
         return "messy error"
@@ -87,12 +92,8 @@ def classify_error(r: Result, needle: str | None = None) -> str:
 
 def classify_report(r: Result, needle: str) -> str:
     """`data check` answers with a report on stdout and exit 1: is the problem in it?"""
-    if r.rc is None:
-        return "hang"
-    if "Traceback" in r.text:
-        return "traceback"
-    if r.rc == 0:
-        return "wrong success"
+    if kind := _not_an_error(r):
+        return kind
     return "clean" if needle.lower() in r.out.lower() else "messy error"
 
 
