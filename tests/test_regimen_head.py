@@ -287,8 +287,17 @@ def test_tunesmith_eval_routes_head_runs_to_the_head(tmp_path, tiny_model_dir, d
     assert r["metrics"]["accuracy"]["n"] == 10 and "macro_f1" in r["metrics"]
     assert (tmp_path / "h" / "eval" / "cls_test.json").exists()
     assert api.evaluate(str(tmp_path / "h"), progress=False, data=str(demo_dir / "cls_test.jsonl"), task="classification", limit=10)["cached"]
+    # `tunesmith generate` on a head run gives the label and its probability, agreeing with eval's
+    # prediction for the same text.
+    from tunesmith.eval.head_eval import predict_labels
+
+    texts = ["my parcel never arrived", "refund please"]
+    got = api.generate(str(tmp_path / "h"), texts)
+    assert [g["label"] for g in got] == predict_labels(tmp_path / "h", texts)
+    for g in got:
+        assert abs(sum(g["probabilities"].values()) - 1) < 1e-5 and g["probability"] == max(g["probabilities"].values())
     with pytest.raises(TunesmithError, match="classification-head run"):
-        api.generate(str(tmp_path / "h"), ["hello"])
+        api.conversations(str(tmp_path / "h"), ["hello"])
 
 
 def test_no_validation_split(tmp_path, tiny_model_dir, demo_dir):

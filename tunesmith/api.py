@@ -51,13 +51,9 @@ def train(config: str | Path | object, overrides=(), *, resume: bool = False, ov
 def conversations(model: str, prompts: list[str], system: str | None = None) -> list[list[dict]]:
     """Chat messages for prompts as a model or run expects them: a prompting or retrieval run's
     recipe (template, few-shot turns, passages) is applied; otherwise the run's system prompt."""
-    from tunesmith.prompting import Recipe
+    from tunesmith.answering import Answering
 
-    recipe = Recipe.load(model) if Path(model).is_dir() else None
-    if recipe is not None:
-        return recipe.apply(prompts, system)[0]
-    system = system if system is not None else run_system_prompt(model)
-    return [([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": p}] for p in prompts]
+    return Answering.of(model).messages(prompts, system)
 
 
 def token_counter(model: str, max_length: int | None = None, system_prompt: str | None = None):
@@ -123,13 +119,17 @@ def preview_data(path, *, type: str | None = None, model: str = "smollm2-135m-in
 
 
 def generate(model: str, prompts: list[str], *, system: str | None = None, max_new_tokens: int = 128,
-             temperature: float = 0.0, batch_size: int = 16) -> list[str]:
-    from tunesmith.generation import GenerationSettings, generate_batch
-    from tunesmith.models.loading import load_model
+             temperature: float = 0.0, batch_size: int = 16) -> list:
+    """Answers to prompts, as the run answers (its system prompt or recipe). For a
+    classification-head run: {label, probability, probabilities} per prompt."""
+    from tunesmith.answering import Answerer
+    from tunesmith.generation import GenerationSettings
 
-    m, tok, _ = load_model(model)
-    convs = conversations(model, prompts, system)
-    return generate_batch(m, tok, convs, GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature), batch_size=batch_size)
+    answerer = Answerer.load(model)
+    if answerer.how.is_head:
+        return answerer.classify(prompts, batch_size=batch_size)
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature)
+    return answerer.answer(prompts, settings, system=system, batch_size=batch_size)
 
 
 def list_models() -> list[dict]:

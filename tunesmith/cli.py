@@ -162,23 +162,22 @@ def cmd_generate(a) -> int:
     from tunesmith import api
 
     for out in api.generate(a.model, a.prompt, system=a.system, max_new_tokens=a.max_new_tokens, temperature=a.temperature):
-        print(out)
+        if isinstance(out, dict):  # a classification-head run: the label and its probability
+            print(f"{out['label']}\t{out['probability']:.4f}")
+        else:
+            print(out)
     return 0
 
 
 def cmd_chat(a) -> int:
-    from tunesmith.api import run_system_prompt
-    from tunesmith.generation import GenerationSettings, stream_reply
-    from tunesmith.models.loading import load_model
+    from tunesmith.answering import Answerer
+    from tunesmith.generation import GenerationSettings
 
-    from pathlib import Path
-
-    from tunesmith.prompting import Recipe
-
-    model, tok, _ = load_model(a.model)
-    recipe = Recipe.load(a.model) if Path(a.model).is_dir() else None  # prompting/rag runs shape each turn
-    system = a.system if a.system is not None else run_system_prompt(a.model)
-    history = [{"role": "system", "content": system}] if system and recipe is None else []
+    answerer = Answerer.load(a.model)
+    answerer._causal()
+    # The run's recipe or system prompt is applied by Answering.chat on every turn; a --system
+    # given here replaces the run's, as for eval and generate.
+    history = [{"role": "system", "content": a.system}] if a.system is not None else []
     settings = GenerationSettings(max_new_tokens=a.max_new_tokens, temperature=a.temperature)
     print("chat with", a.model, "(empty line or Ctrl-D ends; /reset clears the history)")
     while True:
@@ -190,16 +189,12 @@ def cmd_chat(a) -> int:
         if not line:
             return 0
         if line == "/reset":
-            history = history[:1] if system and recipe is None else []
+            history = history[:1] if a.system is not None else []
             continue
-        if recipe is not None:
-            turn = recipe.apply([line], a.system)[0][0]  # system + shots + the templated question
-            history = (turn[:-1] if not history else history) + [turn[-1]]
-        else:
-            history.append({"role": "user", "content": line})
+        history.append({"role": "user", "content": line})
         print("bot> ", end="", flush=True)
         reply = ""
-        for piece in stream_reply(model, tok, history, settings):
+        for piece in answerer.stream(history, settings):
             reply += piece
             print(piece, end="", flush=True)
         print()

@@ -125,15 +125,15 @@ def _classify(model, tok, items, cfg, progress) -> tuple[list[list[str]], list[l
 
 def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool = False) -> dict:
     """Evaluate `spec` (run directory, built-in name, HF dir or .gguf) on `cfg.data`."""
-    from tunesmith.runs import run_system_prompt
+    from tunesmith.answering import Answerer, Answering
     from tunesmith.eval.sources import read_records
     from tunesmith.eval.tasks import build_items
-    from tunesmith.models.loading import load_model
 
     check_name(cfg.dataset_name, "name")  # it names the result files inside the run's eval/
     records = read_records(cfg)  # bad data fails before the model loads
     run = model_run_dir(spec, cfg.output_dir)
-    system = cfg.system if cfg.system is not None else run_system_prompt(str(run))
+    how = Answering.of(run)
+    system = cfg.system if cfg.system is not None else how.system
     key_src = {"v": EVAL_VERSION, "model": model_fingerprint(spec), "data": _data_hash(cfg), "cfg": cfg.cache_fields(),
                "system": system, "recipe": _recipe_hash(run)}
     if cfg.domain_corpus:
@@ -143,11 +143,12 @@ def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool =
     if not force and (prev := _cached(out, cfg.dataset_name, cache_key)) is not None:
         return {**prev, "cached": True, "path": str(out)}
 
-    if json.loads((run / "run.json").read_text()).get("regimen") == "head":
+    if how.is_head:
         return _evaluate_head_run(run, cfg, cache_key, out)
-    model, tok, _ = load_model(spec)
+    answerer = Answerer.load(spec)
+    model, tok = answerer.model, answerer.tok
     items = build_items(records, cfg, system)
-    retrieval = _apply_recipe(run, items, records, cfg)
+    retrieval = _apply_recipe(how, items, records, cfg)
     t0 = time.time()
     option_scores = None
     if cfg.task == "classification":
@@ -177,7 +178,7 @@ def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool =
 
         result["overfitting"] = analyse_metrics(run / "metrics.jsonl")
     if cfg.domain_corpus:
-        result["adherence"] = _adherence(run, model, tok, samples[0], [it.display for it in items], cfg, system, progress)
+        result["adherence"] = _adherence(how, model, tok, samples[0], [it.display for it in items], cfg, system, progress)
     if cfg.general_ability:
         result["general_ability"] = _general_ability(spec, key_src["model"], _base_of(run) if cfg.general_ability_base else None, system)
     _write_samples(_samples_path(out), items, samples, per_item, option_scores)
@@ -211,16 +212,15 @@ def _evaluate_head_run(run: Path, cfg: EvalConfig, cache_key: str, out: Path) ->
     return {**res, "cached": False, "path": str(out)}
 
 
-def _apply_recipe(run: Path, items, records, cfg) -> dict | None:
+def _apply_recipe(how, items, records, cfg) -> dict | None:
     """A prompting/retrieval run's recipe decides the messages (its template, shots, passages).
     Returns retrieval recall@k when the records name each question's gold document (doc_id)."""
     from tunesmith.eval.stats import bootstrap_ci
-    from tunesmith.prompting import Recipe
 
-    recipe = Recipe.load(run)
+    recipe = how.recipe
     if recipe is None:
         return None
-    msgs, hits = recipe.apply([it.display for it in items], cfg.system)
+    msgs, hits = how.retrieve([it.display for it in items], cfg.system)
     for it, m, h in zip(items, msgs, hits):
         it.messages = m
         it.retrieved = [c.doc_id for c, _ in h]
@@ -284,13 +284,12 @@ def _helpfulness(preds, items, per_item, metrics, cfg) -> dict:
     return {"method": "proxy: sentence-embedding similarity to the reference (no judge configured)", "proxy": True, **ci}
 
 
-def _adherence(run: Path, model, tok, preds, questions, cfg, system, progress) -> dict:
+def _adherence(how, model, tok, preds, questions, cfg, system, progress) -> dict:
     from tunesmith.data.schemas import load_dataset
     from tunesmith.eval.adherence import DomainClassifier, adherence_report
     from tunesmith.eval.grounding import ContentJudge
     from tunesmith.eval.sources import read_records
     from tunesmith.generation import GenerationSettings, generate_batch
-    from tunesmith.prompting import Recipe
     from tunesmith.resources import load_resource
     from tunesmith.retrieval import corpus_documents
 
@@ -302,9 +301,7 @@ def _adherence(run: Path, model, tok, preds, questions, cfg, system, progress) -
         ood = [str(r.get("prompt") or r.get("question")) for r in read_records(EvalConfig(data=cfg.ood_data, task="qa", limit=None))]
         # Out-of-domain questions are asked the way this run asks everything: a prompting or
         # retrieval run's recipe (examples, passages) is part of what is being measured.
-        recipe = Recipe.load(run)
-        convs = recipe.apply(ood, system)[0] if recipe is not None else \
-            [([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": q}] for q in ood]
+        convs = how.messages(ood, system)
         gs = GenerationSettings(max_new_tokens=cfg.max_new_tokens, temperature=0.0, stop=list(cfg.stop))
         answers += generate_batch(model, tok, convs, gs, batch_size=cfg.batch_size, progress=progress)
         mask += [True] * len(ood)

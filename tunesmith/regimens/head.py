@@ -31,6 +31,7 @@ from tunesmith.data.packing import batches
 from tunesmith.data.schemas import load_dataset
 from tunesmith.data.splits import split_rows
 from tunesmith.errors import ConfigError, TunesmithError
+from tunesmith.models.classifier import LABELS_FILE, classifier_kwargs as _classifier_kwargs, collate_ids, encode_texts, set_pad as _set_pad  # noqa: F401 - re-exported
 from tunesmith.runs import start_run, update_run
 from tunesmith.training import checkpoint as ckpt
 from tunesmith.training.losses import check_finite_loss
@@ -42,7 +43,6 @@ from tunesmith.training.optim import build_optimizer, step_budget
 from tunesmith.training.selection import common_summary, load_best_for_export, record_evaluation
 
 ACCEPTS = ("classification",)
-LABELS_FILE = "labels.json"  # in model/: the label of each class index, in order
 HEAD_MODULE = "score"  # transformers' name for the sequence-classification output layer
 
 
@@ -62,27 +62,8 @@ def class_weights(targets: list[int], n_classes: int) -> list[float]:
     return [n / (k * counts[c]) if counts[c] else 0.0 for c in range(n_classes)]
 
 
-def encode_texts(tok, texts: list[str], max_length: int) -> tuple[list[list[int]], dict]:
-    """Token ids per text (the tokenizer's own special tokens, truncated to max_length), and stats."""
-    # An empty list (no validation split) must not reach the tokenizer: it fails on empty batches.
-    ids = [list(x) for x in tok(list(texts), truncation=False)["input_ids"]] if texts else []
-    truncated = sum(len(x) > max_length for x in ids)
-    ids = [x[:max_length] for x in ids]
-    lengths = [len(x) for x in ids] or [0]
-    stats = {"examples": len(ids), "truncated": truncated, "max_length": max_length,
-             "mean_tokens": round(sum(lengths) / max(len(ids), 1), 1), "max_tokens": max(lengths)}
-    return ids, stats
 
 
-def collate_ids(seqs: list[list[int]], pad_id: int) -> dict:
-    """Right-padded input_ids and attention_mask. The classifier pools the last non-pad token."""
-    width = max(len(s) for s in seqs)
-    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        input_ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return {"input_ids": input_ids, "attention_mask": mask}
 
 
 def head_loss(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None) -> tuple[torch.Tensor, float]:
@@ -112,15 +93,8 @@ def evaluate_split(model, examples: list[tuple[list[int], int]], *, batch_size: 
     return {"val_loss": total / max(denom, 1e-12), "val_accuracy": correct / max(len(examples), 1)}
 
 
-def _classifier_kwargs(labels: list[str]) -> dict:
-    return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
-            "label2id": {lab: i for i, lab in enumerate(labels)}, "dtype": torch.float32}
 
 
-def _set_pad(model, pad_id: int) -> None:
-    model.config.pad_token_id = pad_id
-    text_cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    text_cfg.pad_token_id = pad_id
 
 
 def load_classifier(spec: str, labels: list[str]):
