@@ -76,6 +76,23 @@ def test_tie_lists_the_arms_not_significantly_worse_than_the_best():
     assert "remaining arm is significantly worse" in v["text"]
 
 
+def test_winner_names_the_arm_to_deploy_with_its_commands():
+    from tunesmith.study.verdict import winner
+
+    clear = winner(three_arms(0.03))
+    assert clear["id"] == "lora-sft" and clear["significant"] and clear["tied_with"] == []
+    assert clear["export"] == "tunesmith export runs/lora-sft --format hf" and clear["serve"] == "tunesmith serve runs/lora-sft"
+    tied = winner(three_arms(0.2))
+    # not significant: still named (something must be deployed), flagged, with the arms it ties with
+    assert tied["id"] == "lora-sft" and not tied["significant"] and tied["tied_with"] == ["cpt-sft"]
+    assert "not significantly better than cpt-sft" in tied["text"]
+    r = three_arms(0.03)
+    r["winner"] = clear
+    assert "`tunesmith export runs/lora-sft --format hf`" in render_markdown(r, verdict(r))
+    assert "<code>tunesmith serve runs/lora-sft</code>" in render_html(r, verdict(r))
+    assert winner(study()) is None
+
+
 def test_p_value_is_read_from_either_side_with_the_sign_flipped_and_lower_is_better():
     crit = {"latency": {"label": "Latency", "metric": "seconds", "higher_is_better": False}}
     r = study(arm("fast", values={"latency": (0.1, 0.08, 0.12)}),

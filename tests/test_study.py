@@ -116,6 +116,10 @@ def test_study_runs_caches_resumes_and_reruns_only_changed_arms(tmp_path, tiny_m
     sft = next(a for a in results["arms"] if a["id"] == "sft")
     assert sft["cost"]["trained_tokens"] > 0 and sft["curves"]["train"] and "correctness" in sft["vs_baseline"]
     assert (tmp_path / "studies" / "s" / "report.html").exists() and (tmp_path / "studies" / "s" / "report.md").exists()
+    # the study names the arm to deploy and the report prints the commands that export or serve it
+    w = results["winner"]
+    assert w["id"] in {a["id"] for a in results["arms"]} and Path(w["run_dir"]).is_dir()
+    assert w["export"] in (tmp_path / "studies" / "s" / "report.md").read_text()
     # the study's time covers the arms finished before the kill, not only this invocation
     timing = json.loads((tmp_path / "studies" / "s" / "timing.json").read_text())
     assert set(timing) == {"zero-shot", "few-shot", "rag", "sft", "cpt", "cpt+sft"}

@@ -342,12 +342,28 @@ def _md_examples(results: dict) -> str:
     return "\n".join(lines) + "\n\n_\u2713 correct, \u2717 incorrect; the items where the arms disagree most come first._\n"
 
 
+def _deploy_md(results: dict) -> list[str]:
+    w = results.get("winner")
+    if not w:
+        return []
+    return [f"**Use it.** {md_escape(w['text'])} Export it with `{w['export']}` or serve it (OpenAI-compatible) "
+            f"with `{w['serve']}`.", ""]
+
+
+def _deploy_html(results: dict) -> str:
+    w = results.get("winner")
+    if not w:
+        return ""
+    return (f'<p><b>Use it.</b> {_h(w["text"])} Export it with <code>{_h(w["export"])}</code> or serve it '
+            f'(OpenAI-compatible) with <code>{_h(w["serve"])}</code>.</p>\n')
+
+
 def render_markdown(results: dict, v: dict) -> str:
     """The whole report as Markdown (plots are only in the HTML report)."""
     out = [f"# Study report: {md_escape(results.get('study', ''))}", "",
            f"_{len(results.get('arms', []))} arms, created {md_escape(results.get('created', ''))}, "
            f"wall time {fmt_duration(results.get('wall_seconds'))} (training and evaluation of every arm)._", "",
-           f"**Verdict.** {md_escape(verdict_paragraph(v))}", "", "## Results", "", md_table(results_table(results))]
+           f"**Verdict.** {md_escape(verdict_paragraph(v))}", "", *_deploy_md(results), "## Results", "", md_table(results_table(results))]
     extra = extra_table(results)
     out += [md_table(extra)] if extra else []
     out += ["## Cost", "", md_table(cost_table(results)), "## Plots", "",
@@ -529,7 +545,7 @@ def render_html(results: dict, v: dict) -> str:
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n<title>{_h(title)}</title>\n'
             f"<style>{CSS}</style>\n</head>\n<body>\n<main>\n<header>\n<h1>{_h(title)}</h1>\n"
             f'<p class="meta">{_h(meta)}</p>\n<nav>{nav}</nav>\n</header>\n'
-            f'<section id="verdict">\n<h2>Verdict</h2>\n<p class="verdict">{_verdict_html(v)}</p>\n</section>\n'
+            f'<section id="verdict">\n<h2>Verdict</h2>\n<p class="verdict">{_verdict_html(v)}</p>\n{_deploy_html(results)}</section>\n'
             f"{body}\n</main>\n</body>\n</html>\n")
 
 

@@ -173,6 +173,9 @@ def run_study(study, *, dry_run: bool = False, progress: bool = True) -> dict:
     total = sum(timing[j.id]["seconds"] for j in jobs if j.id in timing and timing[j.id]["key"] == j.key)
     results = build_results(study, jobs, outcomes, wall_seconds=total, invocation_seconds=time.time() - t0,
                             prepared=prep.summary)
+    from tunesmith.study.verdict import winner
+
+    results["winner"] = winner(results)  # the arm to deploy, with the commands that export and serve it
     write_json_atomic(sdir / "results.json", results)
     from tunesmith.study.report import write_report
 

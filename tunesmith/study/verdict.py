@@ -456,6 +456,36 @@ def verdict(results: dict, alpha: float = 0.05) -> dict:
     }
 
 
+def winner(results: dict, alpha: float = 0.05) -> dict | None:
+    """The arm to deploy, by the main criterion, and the commands that export and serve it.
+
+    {"id", "run_dir", "regimen", "criterion", "value", "significant", "tied_with", "text",
+    "export", "serve"}; None when no completed arm was measured. When the best arm is not
+    significantly better than others it is still named (a user must deploy something), with
+    `significant: false` and the arms it is tied with."""
+    name = main_criterion(results)
+    ranked = ranked_arms(results, name) if name else []
+    if not ranked:
+        return None
+    cv = criterion_verdict(results, name, alpha)
+    best = next((a for a in ranked if a["id"] == cv["winner"]), ranked[0])
+    tied = [t for t in cv["tied"] if t != best["id"]]
+    run = best.get("run_dir") or f"runs/{best['id']}"
+    fmt = "hf"  # every regimen exports to hf (a head run as a classifier, a prompting run as its recipe)
+    label = criterion_label(results, name)
+    if cv["winner"] == best["id"] and len(ranked) > 1:
+        text = f"{best['id']} wins on {label} ({fmt_ci(metric(best, name))})."
+    elif tied:
+        text = (f"{best['id']} has the best {label} ({fmt_ci(metric(best, name))}) but is not significantly better than "
+                f"{join_names(tied)}: any of them is as good a choice by this study; prefer the cheapest to run.")
+    else:
+        text = f"{best['id']} has the best {label} ({fmt_ci(metric(best, name))})."
+    return {"id": best["id"], "run_dir": run, "regimen": best.get("regimen"), "criterion": name,
+            "value": (metric(best, name) or {}).get("value"), "significant": cv["winner"] == best["id"] and len(ranked) > 1,
+            "tied_with": tied, "text": text,
+            "export": f"tunesmith export {run} --format {fmt}", "serve": f"tunesmith serve {run}"}
+
+
 def verdict_paragraph(v: dict) -> str:
     """The verdict as one paragraph of running text."""
     parts = [v.get("fine_tuning_vs_prompting", "")] + [c["text"] for c in v.get("criteria", {}).values()]
