@@ -138,6 +138,29 @@ def list_models() -> list[dict]:
     return describe_builtins()
 
 
+def tune(config: str | Path | object, overrides=(), *, trials: int, space: str | Path | object | None = None,
+         metric: str | None = None, timeout_min: float | None = None, resume: bool = False, overwrite: bool = False,
+         progress: bool = True) -> dict:
+    """Search a training config's hyperparameters with Optuna (TPE, median pruning): `trials`
+    trials, each an ordinary run under runs/<name>-tune/trials/, selected on the validation split.
+    Writes best.yaml, trials.csv/.md, importances.json and tune.html there; returns summary.json's
+    content with "paths". A killed search continues with resume=True (no finished trial repeats)."""
+    from tunesmith.config import TrainConfig, load_train_config
+    from tunesmith.rundir import run_lock
+    from tunesmith.tune.outputs import tune_paths, write_outputs
+    from tunesmith.tune.search import prepare_search, run_search, tune_dir
+    from tunesmith.tune.space import SearchSpace, load_space
+
+    cfg = config if isinstance(config, TrainConfig) else load_train_config(config, overrides)
+    spc = space if isinstance(space, SearchSpace) else load_space(space)
+    root = tune_dir(cfg)
+    with run_lock(root):
+        s = prepare_search(cfg, spc, trials=trials, metric=metric, root=root, resume=resume, overwrite=overwrite)
+        study = run_search(s, timeout_min=timeout_min, progress=progress)
+        summary = write_outputs(s, study)
+    return {**summary, "paths": tune_paths(root)}
+
+
 def evaluate(model: str, config: str | Path | None = None, overrides=(), *, progress: bool = True, force: bool = False, **settings) -> dict:
     """Evaluate a model or run. Settings come from a YAML config, `key=value` overrides and/or
     keyword arguments (data=..., task=..., shots=...); returns the result written to

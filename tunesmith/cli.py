@@ -221,6 +221,22 @@ def cmd_compare(a) -> int:
     return 0
 
 
+def cmd_tune(a) -> int:
+    from tunesmith import api
+
+    out = api.tune(a.config, a.set or [], trials=a.trials, space=a.space, metric=a.metric, timeout_min=a.timeout,
+                   resume=a.resume, overwrite=a.overwrite, progress=not a.quiet)
+    best = out.get("best")
+    if best:
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+        print(f"best: trial {best['trial']}, {out['metric']} {best['value']:.4g} ({params})")
+    else:
+        print("no trial completed; see trials.md for what happened")
+    print(f"trials: {out['finished']} of {out['trials']} finished {out['states']}")
+    print("outputs:", ", ".join(out["paths"].values()))
+    return 0
+
+
 def cmd_study(a) -> int:
     from tunesmith.study.config import load_study_config
     from tunesmith.study.runner import run_study
@@ -339,6 +355,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--force", action="store_true", help="re-run even when a cached result matches")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(fn=cmd_eval)
+
+    tu = sub.add_parser("tune", help="search a config's hyperparameters (Optuna TPE + median pruning) on its validation split")
+    tu.add_argument("config", help="TRAIN.yaml: the config whose hyperparameters are searched")
+    tu.add_argument("--trials", type=_number(int, 1, 100000), required=True, help="trials to finish (pruned and failed ones count)")
+    tu.add_argument("--space", help="SPACE.yaml: options and ranges to search (default: the regimen's space, see docs/tuning.md)")
+    tu.add_argument("--metric", help="validation metric to optimise (default per regimen: val_loss, val_accuracy, val_reward, val_score)")
+    tu.add_argument("--timeout", type=_number(float, 0.01, 1e7), metavar="MIN", help="start no new trial after MIN minutes")
+    tu.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting of the config")
+    tu.add_argument("--resume", action="store_true", help="continue a search that was interrupted")
+    tu.add_argument("--overwrite", action="store_true", help="delete the previous search and start over")
+    tu.add_argument("--quiet", action="store_true", help="no progress bar")
+    tu.set_defaults(fn=cmd_tune)
 
     st = sub.add_parser("study", help="run a comparative study: every arm, one report with a verdict")
     st.add_argument("config", help="STUDY.yaml (see examples/study-*.yaml)")

@@ -235,7 +235,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         if val_rows and (loop["step"] % tc.eval_every == 0 or is_last):
             value = mean_loss(model, val_rows, batch_size=tc.batch_size, pad_id=pad_id, device=device, precision=precision)
             improved = record_evaluation(loop, value, higher_is_better=False, min_delta=tc.early_stopping_min_delta,
-                                         patience=tc.early_stopping_patience)
+                                         patience=tc.early_stopping_patience, total_steps=total_steps, metrics={"val_loss": value})
             log.validation(loop["step"], {"val_loss": value}, "val_loss", loop["best_val"])
         if improved or is_last or loop["stopped_early"] or loop["step"] % tc.save_every == 0:
             save(best=improved)

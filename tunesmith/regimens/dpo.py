@@ -252,7 +252,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
             val = validate()
             value = val["val_loss"]
             improved = record_evaluation(loop, value, higher_is_better=False, min_delta=tc.early_stopping_min_delta,
-                                         patience=tc.early_stopping_patience)
+                                         patience=tc.early_stopping_patience, total_steps=total_steps, metrics=val)
             if improved:
                 loop["best_val_metrics"] = val
             loop["last_val"] = val

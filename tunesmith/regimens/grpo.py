@@ -360,7 +360,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
             val = validation_reward(model, tok, val_rows, val_columns, cfg)
             value = val["val_reward"]  # higher is better
             improved = record_evaluation(loop, value, higher_is_better=True, min_delta=tc.early_stopping_min_delta,
-                                         patience=tc.early_stopping_patience)
+                                         patience=tc.early_stopping_patience, total_steps=total_steps, metrics=val)
             log.validation(loop["step"], val, "val_reward", loop["best_val"])
         if improved or is_last or loop["stopped_early"] or loop["step"] % tc.save_every == 0:
             save(best=improved)

@@ -272,7 +272,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
                                  precision=precision, weight=weight_t)
             loop["last_val"] = val
             improved = record_evaluation(loop, val["val_loss"], higher_is_better=False, min_delta=tc.early_stopping_min_delta,
-                                         patience=tc.early_stopping_patience)
+                                         patience=tc.early_stopping_patience, total_steps=total_steps, metrics=val)
             if improved:
                 loop["best_val_accuracy"] = val["val_accuracy"]
             log.validation(loop["step"], val, "val_loss", loop["best_val"])

@@ -138,7 +138,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
             # Loss improves downwards, exact match upwards; best_val holds the selection metric.
             value = val["val_loss"] if tc.select_metric == "val_loss" else val["val_exact_match"]
             improved = record_evaluation(loop, value, higher_is_better=tc.select_metric != "val_loss", min_delta=tc.early_stopping_min_delta,
-                                         patience=tc.early_stopping_patience)
+                                         patience=tc.early_stopping_patience, total_steps=total_steps, metrics=val)
             log.validation(loop["step"], val, tc.select_metric, loop["best_val"])
         if improved or is_last or loop["stopped_early"] or loop["step"] % tc.save_every == 0:
             save(best=improved)

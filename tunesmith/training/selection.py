@@ -1,9 +1,15 @@
 """Checkpoint selection and the run summary, shared by every weight-training regimen: which
 evaluation is the best so far, when to stop early, what gets exported, and the summary fields
-every run.json carries."""
+every run.json carries.
+
+`record_evaluation` is also the one place every regimen's validations pass through, so a caller
+(the hyperparameter search, tunesmith.tune) can watch them: `reporting(fn)` makes
+fn(step, total_steps, metrics) hear each one for the block; fn may raise to stop the run."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
 from pathlib import Path
 
@@ -11,9 +17,24 @@ from tunesmith.training import checkpoint as ckpt
 from tunesmith.training.runtime import peak_memory_mib
 
 
-def record_evaluation(loop: dict, value: float, *, higher_is_better: bool, min_delta: float, patience: int | None) -> bool:
+_REPORTER: contextvars.ContextVar = contextvars.ContextVar("evaluation_reporter", default=None)
+
+
+@contextlib.contextmanager
+def reporting(fn):
+    """Within the block, call fn(step, total_steps, metrics) at every validation of any regimen."""
+    token = _REPORTER.set(fn)
+    try:
+        yield
+    finally:
+        _REPORTER.reset(token)
+
+
+def record_evaluation(loop: dict, value: float, *, higher_is_better: bool, min_delta: float, patience: int | None,
+                      total_steps: int | None = None, metrics: dict | None = None) -> bool:
     """Update the loop's best value, best step, patience counter and early-stop flag with one
-    evaluation; return whether it improved on the best by more than `min_delta`."""
+    evaluation; return whether it improved on the best by more than `min_delta`. `metrics`: every
+    validation figure of this evaluation, passed with `total_steps` to a `reporting` listener."""
     best = loop["best_val"]
     gain = (value - best) if (best is not None and higher_is_better) else (best - value if best is not None else None)
     improved = best is None or gain > min_delta
@@ -23,6 +44,9 @@ def record_evaluation(loop: dict, value: float, *, higher_is_better: bool, min_d
         loop["bad_evals"] += 1
         if patience and loop["bad_evals"] >= patience:
             loop["stopped_early"] = True
+    listener = _REPORTER.get()
+    if listener is not None:
+        listener(loop["step"], total_steps, metrics if metrics is not None else {"value": value})
     return improved
 
 
