@@ -149,10 +149,11 @@ def tune(config: str | Path | object, overrides=(), *, trials: int, space: str |
     from tunesmith.rundir import run_lock
     from tunesmith.tune.outputs import tune_paths, write_outputs
     from tunesmith.tune.search import prepare_search, run_search, tune_dir
-    from tunesmith.tune.space import SearchSpace, load_space
+    from tunesmith.tune.space import SearchSpace, load_space, metric_for, resolve_space
 
     cfg = config if isinstance(config, TrainConfig) else load_train_config(config, overrides)
     spc = space if isinstance(space, SearchSpace) else load_space(space)
+    metric_for(cfg.regimen, metric), resolve_space(cfg, spc)  # a wrong metric or space fails before anything is written
     root = tune_dir(cfg)
     with run_lock(root):
         s = prepare_search(cfg, spc, trials=trials, metric=metric, root=root, resume=resume, overwrite=overwrite)

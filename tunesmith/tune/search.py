@@ -261,6 +261,12 @@ def _one_trial(s: Search, study, resolved: dict, progress: bool) -> None:
     study.sampler = _sampler(s, len(study.get_trials(deepcopy=False)))
     trial = study.ask()
     params = {k: _suggest(trial, k, kind, rng) for k, (kind, rng) in resolved.items()}
+    same = next((t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if t.params == params), None)
+    if same is not None:  # a repeat of a finished configuration (small categorical spaces): same seed, same result
+        for k, v in (("duplicate_of", same.number), ("run", same.user_attrs.get("run")), ("seconds", 0.0)):
+            trial.set_user_attr(k, v)
+        study.tell(trial, same.value)
+        return
     run_name = trial.user_attrs.get("run") or f"{s.cfg.name}-t{trial.number:03d}"
     trial.set_user_attr("run", run_name)
     t0 = time.time()
