@@ -70,8 +70,8 @@ def test_search_killed_with_sigkill_resumes_without_repeating_a_trial(tmp_path, 
         time.sleep(0.05)
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
-    before = {r.name: (r / "run.json").stat().st_mtime for r in trials.iterdir() if _status(r) == "completed"}
-    killed = [r.name for r in trials.iterdir() if _status(r) == "running"]
+    before = {r.name: (r / "run.json").stat().st_mtime for r in trials.glob("lora-t*") if _status(r) == "completed"}
+    killed = [r.name for r in trials.glob("lora-t*") if _status(r) == "running"]
     assert len(before) >= 2 and len(killed) == 1
 
     out = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=900)
@@ -82,7 +82,7 @@ def test_search_killed_with_sigkill_resumes_without_repeating_a_trial(tmp_path, 
     interrupted = [t for t in study.trials if t.user_attrs.get("interrupted")]
     assert len(interrupted) == 1 and interrupted[0].user_attrs["run"] == killed[0]
     # every finished trial has its own run directory, made once; the killed one was continued, not redone
-    assert sorted(t.user_attrs["run"] for t in fin) == sorted(r.name for r in trials.iterdir()) and len(list(trials.iterdir())) == n
+    assert sorted(t.user_attrs["run"] for t in fin) == sorted(r.name for r in trials.glob("lora-t*")) and len(list(trials.glob("lora-t*"))) == n
     assert {k: (trials / k / "run.json").stat().st_mtime for k in before} == before
     redo = next(t for t in fin if t.user_attrs.get("redo_of") == interrupted[0].number)
     assert redo.params == interrupted[0].params
