@@ -75,6 +75,13 @@ class StudyBudget:
 
 
 @dataclass
+class ArmTune:
+    trials: int | None = option(None, "Trials of this arm's hyperparameter search (default: the study's tune_trials; every tuned arm must get the same number)", minimum=1, maximum=100000)
+    space: str | None = option(None, "SPACE.yaml for this arm's search (default: the regimen's default space; see docs/tuning.md)")
+    metric: str | None = option(None, "Validation metric the search optimises (default per regimen: val_loss, val_accuracy, val_reward, or the eval task's primary metric for prompting arms)")
+
+
+@dataclass
 class ArmConfig:
     name: str = option(doc="Arm name (a row of the report)")
     regimen: str = option("prompt", "Regimen of this arm", choices=REGIMENS)
@@ -82,6 +89,7 @@ class ArmConfig:
     after: str | None = option(None, "Start from another arm's trained model (init_from), e.g. SFT after continued pre-training")
     on: str | None = option(None, "Use another arm's model as this arm's model (e.g. retrieval on top of a fine-tuned model)")
     report: bool = option(True, "Show this arm in the report (false for intermediate arms such as the pre-training step of a chain)")
+    tune: ArmTune | None = option(None, "Search this arm's hyperparameters on the validation split before it runs, e.g. {trials: 12} or {space: space.yaml}; the best configuration is what the study trains and tests")
 
     def validate(self) -> None:
         check_name(self.name, "name")  # it names the arm's run folders
@@ -101,6 +109,7 @@ class StudyConfig:
     defaults: dict[str, Any] = option(default_factory=dict, doc="Training-config overrides applied to every arm before its own `set`")
     arms: list[ArmConfig] = option(default_factory=list, doc="The arms to compare")
     notes: list[str] = option(default_factory=list, doc="Notes printed in the report (what the study left out and why)")
+    tune_trials: int | None = option(None, "Trials of every tuned arm's search: one budget for all (the verdict then reads 'after equal tuning')", minimum=1, maximum=100000)
 
     def validate(self) -> None:
         if self.name is not None:
@@ -126,6 +135,7 @@ class StudyConfig:
                     raise ConfigError(f"arms.{a.name}.{what}: no arm named {ref!r} (arms: {', '.join(names)})")
                 if ref and names.index(ref) > names.index(a.name):
                     raise ConfigError(f"arms.{a.name}.{what}: {ref!r} must be listed before {a.name!r}")
+        self._check_tuning()
         if self.baseline and self.baseline not in names:
             raise ConfigError(f"baseline: no arm named {self.baseline!r}")
         if self.policy.examples and not self.data.ood:
@@ -134,6 +144,20 @@ class StudyConfig:
             raise ConfigError("budget.steps: required with budget.match: steps")
         if self.budget.match == "epochs" and not self.budget.epochs:
             raise ConfigError("budget.epochs: required with budget.match: epochs")
+
+    def _check_tuning(self) -> None:
+        """Tuned arms get one trial budget: a comparison after unequal tuning answers nothing."""
+        tuned = [a for a in self.arms if a.tune is not None]
+        budgets = {a.name: a.tune.trials or self.tune_trials for a in tuned}
+        for a in tuned:
+            if budgets[a.name] is None:
+                raise ConfigError(f"arms.{a.name}.tune.trials: required (or set tune_trials for every tuned arm)")
+            if a.after or a.on:
+                raise ConfigError(f"arms.{a.name}.tune: an arm built on another arm ({'after' if a.after else 'on'}) cannot be tuned yet; tune the arm it builds on")
+        if len(set(budgets.values())) > 1:
+            listed = ", ".join(f"{k}: {v}" for k, v in budgets.items())
+            raise ConfigError(f"arms: tuned arms have different trial budgets ({listed}); give every tuned arm the same "
+                              "number (set tune_trials once), so that the verdict compares arms after equal tuning")
 
     @property
     def study_dir(self) -> Path:

@@ -33,6 +33,7 @@ class Job:
     key: str
     depends: list[str] = field(default_factory=list)  # job ids this job builds on
     report: bool = True
+    tuning: dict | None = None  # a tuned arm's search result (tunesmith.study.tuning): best params, trials, seconds
 
     @property
     def run_dir(self) -> Path:
@@ -53,7 +54,8 @@ def _data_hash(paths: list[str | None]) -> str:
     return hashlib.sha256("|".join(file_sha256(p) if p and Path(p).exists() else f"missing:{p}" for p in paths).encode()).hexdigest()
 
 
-def _train_config(study, arm, model: str, seed: int, job_name: str, parents: dict[str, "Job"], prep) -> TrainConfig:
+def _train_config(study, arm, model: str, seed: int, job_name: str, parents: dict[str, "Job"], prep,
+                  best: dict | None = None) -> TrainConfig:
     source = TRAIN_DATA[arm.regimen]
     train_path = getattr(study.data, source) if source == "corpus" else getattr(prep, source)
     if arm.regimen in WEIGHT_REGIMENS and not train_path:
@@ -79,6 +81,7 @@ def _train_config(study, arm, model: str, seed: int, job_name: str, parents: dic
         overrides.append(("training.max_steps", study.budget.steps))
     elif arm.regimen in WEIGHT_REGIMENS and study.budget.match == "epochs":
         overrides.append(("training.epochs", study.budget.epochs))
+    overrides += list((best or {}).items())  # a tuned arm's best parameters, found on the validation split
     try:
         data = configlib.apply_overrides(base, TrainConfig, overrides)
         return configlib.from_dict(TrainConfig, data, source=f"arms.{arm.name}")
@@ -101,9 +104,11 @@ def _non_default(d: dict, ref: dict) -> dict:
     return out
 
 
-def plan(study, prep=None) -> list[Job]:
+def plan(study, prep=None, tuned: dict | None = None) -> list[Job]:
     """Every job of the study in dependency order (an arm's parents come first). `prep`: the
-    study's derived data (tunesmith.study.prepare.prepare_data), made here when not given."""
+    study's derived data (tunesmith.study.prepare.prepare_data), made here when not given;
+    `tuned`: (arm, model) -> search result of tuned arms (tunesmith.study.tuning.tune_arms),
+    whose best parameters go into the arm's config (and so into its key)."""
     from tunesmith.study.prepare import prepare_data
 
     prep = prep or prepare_data(study)
@@ -115,7 +120,8 @@ def plan(study, prep=None) -> list[Job]:
             parents: dict[str, Job] = {}
             for arm in study.arms:
                 jid = f"{arm.name}/{_short(model)}/seed{seed}" if many else arm.name
-                cfg = _train_config(study, arm, model, seed, jid.replace("/", "__"), parents, prep)
+                tuning = (tuned or {}).get((arm.name, model))
+                cfg = _train_config(study, arm, model, seed, jid.replace("/", "__"), parents, prep, tuning and tuning["params"])
                 deps = [parents[p] for p in (arm.after, arm.on) if p]
                 # The key covers what changes results: the resolved config (run paths replaced
                 # by the parents' keys), the data files' contents and the code version.
@@ -127,7 +133,7 @@ def plan(study, prep=None) -> list[Job]:
                     content.setdefault("model", {})["name"] = parents[arm.on].key
                 data = _data_hash([cfg.data.train or None, cfg.data.validation, cfg.rag.corpus if cfg.regimen == "rag" else None])
                 key = hashlib.sha256(json.dumps({"cfg": content, "data": data, "code": __version__}, sort_keys=True, default=str).encode()).hexdigest()[:20]
-                job = Job(jid, arm.name, model, seed, arm.regimen, cfg, key, [d.id for d in deps], arm.report)
+                job = Job(jid, arm.name, model, seed, arm.regimen, cfg, key, [d.id for d in deps], arm.report, tuning)
                 parents[arm.name] = job
                 jobs.append(job)
     return jobs

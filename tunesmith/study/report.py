@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tunesmith.study import plots
 from tunesmith.study.significance import CORRECTION, SHORT, TESTS, criterion_test, holm_adjust, p_digits, pair_p
+from tunesmith.study.tuning import tuning_table
 from tunesmith.study.verdict import (
     completed_arms, criterion_label, fmt_ci, fmt_count, fmt_duration, fmt_num, higher_is_better, is_baseline,
     main_criterion, majority_reference, measured_proxies, metric, verdict, verdict_paragraph,
@@ -366,7 +367,9 @@ def render_markdown(results: dict, v: dict) -> str:
            f"**Verdict.** {md_escape(verdict_paragraph(v))}", "", *_deploy_md(results), "## Results", "", md_table(results_table(results))]
     extra = extra_table(results)
     out += [md_table(extra)] if extra else []
-    out += ["## Cost", "", md_table(cost_table(results)), "## Plots", "",
+    out += ["## Cost", "", md_table(cost_table(results))]
+    out += ["## Tuning", "", md_table(tuning_table(results))] if tuning_table(results) else []
+    out += ["## Plots", "",
             "Bar charts with 95% intervals per criterion, the training and validation loss curves and "
             "correctness against training cost are in [report.html](report.html).", ""]
     curves = curves_table(results)
@@ -526,6 +529,7 @@ def render_html(results: dict, v: dict) -> str:
     sections = [
         ("results", "Results", html_table(results_table(results)) + (html_table(extra) if extra else "")),
         ("cost", "Cost", html_table(cost_table(results))),
+        *([("tuning", "Tuning", html_table(tuning_table(results)))] if tuning_table(results) else []),
         ("plots", "Plots", '<div class="plots">' + "\n".join(plot_figures(results)) + "</div>"
          + (html_table(curves, "curves") if curves else "")),
         ("warnings", f"Warnings ({len(warns)})",

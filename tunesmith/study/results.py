@@ -223,7 +223,7 @@ def build_results(study, jobs, outcomes: dict, *, wall_seconds: float, invocatio
                      "trainable_params": meta.get("trainable_params", 0), "total_params": meta.get("total_params"),
                      "peak_memory_mib": meta.get("peak_memory_mib"),
                      "eval_seconds_per_item": ev.get("test", {}).get("seconds_per_item")},
-            "curves": _curves(run), "overfitting": _overfitting(j, run, ev, o["status"]),
+            "curves": _curves(run), "overfitting": _overfitting(j, run, ev, o["status"]), "tuning": j.tuning,
             "label_counts": _label_counts(run, test_name) if ev.get("test", {}).get("task") == "classification" else None,
             "data": {"train_records": manifest.get("counts", {}).get("train"), "test_records": ev.get("test", {}).get("n"),
                      "overlap_train_test": overlap},
@@ -258,6 +258,8 @@ def build_results(study, jobs, outcomes: dict, *, wall_seconds: float, invocatio
     from tunesmith import configlib
 
     record_tests(criteria, arms)
+    from tunesmith.study.tuning import tuning_summary
+
     return {"schema_version": SCHEMA_VERSION, "study": study.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "wall_seconds": round(wall_seconds, 1),
             "invocation_seconds": round(invocation_seconds if invocation_seconds is not None else wall_seconds, 1), "env": env_info(),
@@ -265,7 +267,7 @@ def build_results(study, jobs, outcomes: dict, *, wall_seconds: float, invocatio
                        "told_prompting_arms": study.policy.told(), "examples": study.policy.examples},
             "data_preparation": prepared or {}, "notes": list(study.notes),
             "criteria": criteria, "baseline": baseline, "arms": arms, "examples": _examples(arms, test_name),
-            "majority_class": majority_class(study, arms),
+            "majority_class": majority_class(study, arms), "tuning": tuning_summary(arms),
             "config_diff": _config_diff(arms), "study_config": configlib.to_dict(study)}
 
 

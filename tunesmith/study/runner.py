@@ -125,7 +125,9 @@ def run_study(study, *, dry_run: bool = False, progress: bool = True) -> dict:
     validate_data(study, jobs)  # clear errors before any training starts
     rows = estimate(study, jobs)
     if dry_run:
-        return {"plan": rows, "text": format_plan(rows) + "\n\n" + "\n".join(data_lines(prep.summary))}
+        tuned = [f"tuning: arm {a.name}: {a.tune.trials or study.tune_trials} trials before it runs (each about as long as the arm)"
+                 for a in study.arms if a.tune is not None]
+        return {"plan": rows, "text": format_plan(rows) + "\n\n" + "\n".join(data_lines(prep.summary) + tuned)}
     sdir = study.study_dir
     sdir.mkdir(parents=True, exist_ok=True)
     state_path = sdir / "state.json"
@@ -136,6 +138,12 @@ def run_study(study, *, dry_run: bool = False, progress: bool = True) -> dict:
     timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
     for line in data_lines(prep.summary):
         _say(line)
+    if any(a.tune is not None for a in study.arms):
+        from tunesmith.study.tuning import tune_arms
+
+        # Searches first (cached like arms), on the validation split; their best parameters go
+        # into the tuned arms' configs and keys, and the arms then run like any other.
+        jobs = plan(study, prep, tune_arms(study, jobs, prep, progress))
     t0 = time.time()
     eta = {r["job"]: r["minutes"] for r in rows}
     outcomes: dict[str, dict] = {}
@@ -171,6 +179,7 @@ def run_study(study, *, dry_run: bool = False, progress: bool = True) -> dict:
     from tunesmith.study.results import build_results
 
     total = sum(timing[j.id]["seconds"] for j in jobs if j.id in timing and timing[j.id]["key"] == j.key)
+    total += sum({j.arm: j.tuning["seconds"] for j in jobs if j.tuning}.values())  # each search once, however many seeds
     results = build_results(study, jobs, outcomes, wall_seconds=total, invocation_seconds=time.time() - t0,
                             prepared=prep.summary)
     from tunesmith.study.verdict import winner

@@ -448,9 +448,12 @@ def chained_effects(results: dict, alpha: float = 0.05) -> list[str]:
 def verdict(results: dict, alpha: float = 0.05) -> dict:
     """{"criteria": {name: {"winner", "tied", "separates", "why", "text"}}, "fine_tuning_vs_prompting": str,
     "warnings": [str]}."""
+    from tunesmith.study.tuning import tuning_clause
+
+    headline = fine_tuning_vs_prompting(results, alpha) if main_criterion(results) else ""
     return {
         "criteria": {name: criterion_verdict(results, name, alpha) for name in results.get("criteria", {})},
-        "fine_tuning_vs_prompting": fine_tuning_vs_prompting(results, alpha) if main_criterion(results) else "",
+        "fine_tuning_vs_prompting": tuning_clause(results) + headline if headline else "",
         "chains": chained_effects(results, alpha),
         "warnings": warnings(results, alpha),
     }

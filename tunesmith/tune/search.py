@@ -171,7 +171,11 @@ def _prompt_value(s: Search, run: Path, progress: bool) -> float:
     from tunesmith.eval.runner import evaluate
 
     e = s.space.eval
-    ecfg = EvalConfig(data=s.validation, task=e.task, name="validation", max_new_tokens=e.max_new_tokens, limit=e.limit,
+    with open(s.validation, encoding="utf-8") as fh:
+        first = json.loads(fh.readline() or "{}")
+    # Question/answer records scored as classification: the answer is the label.
+    fields = {"label": "completion"} if e.task == "classification" and "label" not in first and "completion" in first else {}
+    ecfg = EvalConfig(fields=fields, data=s.validation, task=e.task, name="validation", max_new_tokens=e.max_new_tokens, limit=e.limit,
                       batch_size=e.batch_size, stop=list(e.stop), labels=e.labels, seed=s.cfg.seed, output_dir=str(s.trials_dir))
     res = evaluate(str(run), ecfg, progress=progress)
     return float(res["metrics"][res["primary_metric"]]["value"])
