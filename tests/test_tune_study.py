@@ -5,7 +5,6 @@ tuning"; a re-run does no tuning work and a changed space reruns only that arm's
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 

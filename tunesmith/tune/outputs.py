@@ -30,8 +30,17 @@ def trial_rows(study, params: list[str]) -> list[dict]:
                      "value": t.value if t.value is not None else (max(t.intermediate_values.items())[1] if t.intermediate_values else None),
                      "steps_reported": max(t.intermediate_values) if t.intermediate_values else None,
                      "seconds": t.user_attrs.get("seconds"), "run": t.user_attrs.get("run"),
-                     **{p: t.params.get(p) for p in params}, "error": t.user_attrs.get("error")})
+                     **{p: t.params.get(p) for p in params}, "note": _note(t), "error": t.user_attrs.get("error")})
     return rows
+
+
+def _note(t) -> str:
+    a = t.user_attrs
+    if a.get("interrupted"):
+        return "killed mid-run; continued by a later trial"
+    if a.get("redo_of") is not None:
+        return f"continues trial {a['redo_of']}'s run"
+    return f"same parameters as trial {a['duplicate_of']}: result reused" if a.get("duplicate_of") is not None else ""
 
 
 def best_config(base: TrainConfig, best_params: dict) -> TrainConfig:
@@ -175,7 +184,7 @@ def write_outputs(s, study) -> dict:
     resolved = resolve_space(s.cfg, s.space)
     params = list(resolved)
     rows = trial_rows(study, params)
-    cols = ["trial", "state", "value", *params, "seconds", "run", "error"]
+    cols = ["trial", "state", "value", *params, "seconds", "run", "note", "error"]
     best = _best(study)
     states = {}
     for r in rows:
