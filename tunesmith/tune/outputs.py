@@ -99,6 +99,9 @@ def _svg_scatter(title: str, pts: list[tuple], *, x_label: str, y_label: str, lo
     xlo, xhi = (min(xs), max(xs)) if not categories else (-0.5, len(categories) - 0.5)
     if xhi - xlo < 1e-12:
         xlo, xhi = xlo - 1, xhi + 1
+    if not categories:  # a margin, so that the extreme points are not on the axes
+        pad = 0.05 * (xhi - xlo)
+        xlo, xhi = xlo - pad, xhi + pad
     ylo, yhi = min(ys), max(ys)
     if yhi - ylo < 1e-12:
         ylo, yhi = ylo - 0.5, yhi + 0.5
@@ -109,7 +112,9 @@ def _svg_scatter(title: str, pts: list[tuple], *, x_label: str, y_label: str, lo
     for t in ticks:
         out.append(f'<line x1="{X0}" x2="{X1}" y1="{sy(t):.1f}" y2="{sy(t):.1f}" stroke="{GRID}"/>'
                    f'<text x="{X0 - 6}" y="{sy(t) + 4:.1f}" text-anchor="end" fill="{AXIS}">{escape(_fmt(float(t)))}</text>')
+    decades = list(range(math.ceil(xlo), math.floor(xhi) + 1)) if log_x else []
     xt = [(i, str(c)) for i, c in enumerate(categories)] if categories else \
+        [(v, f"{10 ** v:g}") for v in decades] if len(decades) >= 2 else \
         [(v, _fmt(10 ** v if log_x else v)) for v in nice_ticks(xlo, xhi, 4) if xlo <= v <= xhi]
     for v, label in xt:
         out.append(f'<text x="{sx(v):.1f}" y="{Y0 + 16}" text-anchor="middle" fill="{AXIS}">{escape(label[:14])}</text>')
