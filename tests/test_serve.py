@@ -245,6 +245,20 @@ def test_overload_answers_503_not_a_hang(keyed, monkeypatch):
     assert len(errors) < 4
 
 
+def test_an_internal_failure_is_a_json_500_and_one_log_line(keyed, monkeypatch, caplog):
+    from tunesmith.serve import handlers
+
+    def broken(jobs):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setitem(handlers.HANDLERS, "chat", broken)
+    c = openai.OpenAI(base_url=keyed.base_url, api_key="s3cret", max_retries=0)
+    with caplog.at_level("ERROR", logger="tunesmith.serve"), pytest.raises(openai.InternalServerError) as err:
+        c.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+    assert "boom" not in str(err.value) and "Traceback" not in caplog.text
+    lines = [r for r in caplog.records if r.name == "tunesmith.serve"]
+    assert len(lines) == 1 and "second line" not in lines[0].getMessage()
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
