@@ -152,6 +152,7 @@ def serve(models: list[str], *, host: str = "127.0.0.1", port: int = 8000, api_k
     print(f"serving {', '.join(engine.models)} on http://{host}:{port}/v1" + (" (API key required)" if api_key else ""), flush=True)
     run(engine, host=host, port=port, api_key=api_key)
 
+
 def list_models() -> list[dict]:
     from tunesmith.models.builtins import describe_builtins
 

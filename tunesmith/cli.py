@@ -266,6 +266,7 @@ def cmd_serve(a) -> int:
               max_batch=a.max_batch, max_queue=a.max_queue)
     return 0
 
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tunesmith", description="Fine-tune language models on your domain data and prove which adaptation wins.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
