@@ -75,7 +75,10 @@ def malformed(model: str) -> list[tuple[str, str, str, bytes | None, dict]]:
 
 def run_corpus(base_url: str, model: str, key: str | None = KEY) -> list[dict]:
     """Send every malformed request; returns [{kind, status, ok}] (ok: a 4xx with an OpenAI error body)."""
-    import httpx2 as httpx
+    try:  # the HTTP client the installed openai package uses (httpx2 in openai 3, httpx before)
+        import httpx2 as httpx
+    except ImportError:
+        import httpx
 
     rows = []
     with httpx.Client(timeout=60) as client:
