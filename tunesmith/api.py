@@ -132,6 +132,27 @@ def generate(model: str, prompts: list[str], *, system: str | None = None, max_n
     return answerer.answer(prompts, settings, system=system, batch_size=batch_size)
 
 
+def serve(models: list[str], *, host: str = "127.0.0.1", port: int = 8000, api_key_env: str | None = None,
+          names: list[str] | None = None, max_batch: int = 32, max_queue: int = 256) -> None:
+    """Serve runs and models over an OpenAI-compatible HTTP API until SIGINT/SIGTERM (see
+    docs/serving.md). Each is a model name (its directory's name, or the matching entry of
+    `names`); requests are answered as the run answers in evaluation. With `api_key_env`,
+    requests need `Authorization: Bearer $<api_key_env>`."""
+    import os
+
+    from tunesmith.serve import build, run
+
+    api_key = None
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise TunesmithError(f"--api-key-env {api_key_env}: the environment variable is unset or empty; "
+                                 f"export {api_key_env}=<key> first")
+    engine = build(list(models), names, max_batch=max_batch, max_queue=max_queue)
+    print(f"serving {', '.join(engine.models)} on http://{host}:{port}/v1" + (" (API key required)" if api_key else ""), flush=True)
+    run(engine, host=host, port=port, api_key=api_key)
+
+
 def list_models() -> list[dict]:
     from tunesmith.models.builtins import describe_builtins
 

@@ -275,6 +275,14 @@ def cmd_quickstart(a) -> int:
     return 0
 
 
+def cmd_serve(a) -> int:
+    from tunesmith import api
+
+    api.serve(a.model, host=a.host, port=a.port, api_key_env=a.api_key_env, names=a.name or None,
+              max_batch=a.max_batch, max_queue=a.max_queue)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tunesmith", description="Fine-tune language models on your domain data and prove which adaptation wins.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -384,6 +392,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default="runs", help="folder for the demo data and run")
     q.add_argument("--epochs", type=_number(float, 0.01, 100000.0), default=None, help="override the demo's number of epochs")
     q.set_defaults(fn=cmd_quickstart)
+
+    sv = sub.add_parser("serve", help="serve runs and models over an OpenAI-compatible HTTP API (see docs/serving.md)")
+    sv.add_argument("model", nargs="+", help="run directories or models; each is served under its directory's name")
+    sv.add_argument("--name", action="append", metavar="NAME", help="model name for the i-th model instead of its directory's (repeatable, in order)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=_number(int, 0, 65535), default=8000)
+    sv.add_argument("--api-key-env", metavar="VAR", help="require 'Authorization: Bearer $VAR' on every /v1 request")
+    sv.add_argument("--max-batch", type=_number(int, 1, 1024), default=32, help="most prompts generated together (default 32)")
+    sv.add_argument("--max-queue", type=_number(int, 1, 100000), default=256, help="waiting requests beyond which the server answers 503 (default 256)")
+    sv.set_defaults(fn=cmd_serve)
     return p
 
 
