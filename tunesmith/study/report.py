@@ -252,7 +252,9 @@ def study_notes(results: dict) -> list[str]:
         out.append(f"Out-of-domain policy: decline with \"{pol.get('decline_message')}\". Prompting arms are told so in their "
                    f"system prompt; training arms learn it from {n} out-of-domain examples in their training data (DPO: as "
                    "pairs preferring the decline).")
-    return out + list(results.get("notes") or [])
+    from tunesmith.study.tasks import criteria_notes
+
+    return out + criteria_notes(results) + list(results.get("notes") or [])
 
 
 def config_table(results: dict) -> dict | None:
