@@ -300,3 +300,32 @@ def test_a_classification_set_serves_sft_prompting_and_head_arms(tmp_path, tiny_
     # data preview shows the prompt/answer form SFT trains on: the label is the trained answer
     shown = api.preview_data(train, model=str(tiny_model_dir), index=1)
     assert "classification" in shown.splitlines()[0] and "[[1" in shown.replace(" ", "") and "review 1: great film" in shown
+
+
+def test_a_prompting_arm_keeps_the_conversation_between_its_examples_and_the_last_question(tmp_path, tiny_model_dir):
+    from tunesmith import api
+    from tunesmith.answering import Answering
+    from tunesmith.eval.runner import _apply_recipe
+
+    conv = [{"role": "user", "content": "Hi, I bake."}, {"role": "assistant", "content": "Nice! What do you bake?"},
+            {"role": "user", "content": "Bread. How long does it rise?"}, {"role": "assistant", "content": "4 to 12 hours."}]
+    train = _write(tmp_path / "train.jsonl", [{"messages": conv}])
+    r = api.train(str(_write_yaml(tmp_path, tiny_model_dir, train)), [], progress=False)
+    cfg = EvalConfig(data="x", task="chat")
+    items = build_items([{"id": "1", "messages": conv}], cfg, None)
+    _apply_recipe(Answering.of(r["run_dir"]), items, [{"id": "1"}], cfg)
+    got = [(m["role"], m["content"]) for m in items[0].messages]
+    # system, the example (the dialogue's last exchange), the earlier turns, then the last question
+    assert got[-4:] == [("assistant", "4 to 12 hours."), ("user", "Hi, I bake."), ("assistant", "Nice! What do you bake?"),
+                        ("user", "Bread. How long does it rise?")]
+    assert got[-5] == ("user", "Bread. How long does it rise?")  # the example's user turn answers to its reply
+
+
+def _write_yaml(tmp_path, model, train):
+    import yaml
+
+    path = tmp_path / "prompt.yaml"
+    path.write_text(yaml.safe_dump({"name": "p", "output_dir": str(tmp_path / "runs"), "regimen": "prompt",
+                                    "model": {"name": str(model)}, "data": {"train": train, "system_prompt": "Be kind."},
+                                    "prompting": {"shots": 1}}))
+    return path

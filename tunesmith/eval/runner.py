@@ -220,9 +220,11 @@ def _apply_recipe(how, items, records, cfg) -> dict | None:
     recipe = how.recipe
     if recipe is None:
         return None
-    msgs, hits = how.retrieve([it.display for it in items], cfg.system)
+    msgs, hits = how.retrieve([it.messages[-1]["content"] for it in items], cfg.system)
     for it, m, h in zip(items, msgs, hits):
-        it.messages = m
+        # a conversation's earlier turns go between the recipe's examples and its last question,
+        # as Answering.chat orders them
+        it.messages = m[:-1] + it.context + m[-1:]
         it.retrieved = [c.doc_id for c, _ in h]
     if not recipe.rag or not all("doc_id" in r for r in records):
         return None

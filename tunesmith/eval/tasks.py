@@ -36,6 +36,7 @@ class Item:
     setup: str = ""
     display: str = ""  # the question as a person reads it
     retrieved: list[str] = field(default_factory=list)  # source ids of the passages a rag run inserted
+    context: list[dict] = field(default_factory=list)  # chat: the turns before the last user turn
 
 
 def _get(rec: dict, name: str, fields: dict, required: bool = True):
@@ -178,7 +179,7 @@ def build_items(records: list[dict], cfg, system: str | None) -> list[Item]:
         turn = _chat_context(rec, cfg)
         context, question = turn if turn else ([], _render_prompt(rec, cfg))
         msgs += context + [{"role": "user", "content": question}]
-        item = Item(id=rec["id"], messages=msgs, refs=_refs(rec, cfg), display=_transcript(context, question))
+        item = Item(id=rec["id"], messages=msgs, refs=_refs(rec, cfg), display=_transcript(context, question), context=context)
         if cfg.task == "classification":
             item.label = _label(rec, cfg)
         if cfg.task == "code":

@@ -158,10 +158,15 @@ def _examples(arms: list[dict], test_name: str, limit: int = 12, key: str | None
     for i, s in first.items():
         answers = {a: per_arm[a][i]["prediction"] for a in per_arm if i in per_arm[a]}
         correct = {a: float(_item_score(per_arm[a][i], key) or 0.0) for a in per_arm if i in per_arm[a]}
-        k, n = sum(v >= 0.5 for v in correct.values()), len(correct)
         ref = s["reference"]
-        rows.append({"id": i, "question": s["input"], "reference": ref[0] if isinstance(ref, list) else ref,
-                     "answers": answers, "correct": correct, "disagreement": min(k, n - k) / max(n / 2, 1)})
+        row = {"id": i, "question": s["input"], "reference": ref[0] if isinstance(ref, list) else ref, "answers": answers}
+        if all(v in (0.0, 1.0) for v in correct.values()):
+            k, n = sum(v >= 0.5 for v in correct.values()), len(correct)
+            row.update(correct=correct, disagreement=min(k, n - k) / max(n / 2, 1))
+        else:  # a graded score (chrF, similarity) is shown as a number, never as right or wrong
+            top = max(abs(v) for v in correct.values()) or 1.0
+            row.update(scores=correct, disagreement=(max(correct.values()) - min(correct.values())) / top)
+        rows.append(row)
     rows.sort(key=lambda r: -r["disagreement"])
     return rows[:limit]
 
