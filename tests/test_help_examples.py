@@ -104,12 +104,13 @@ def test_doc_example_parses_and_its_configs_load(doc, command, capsys, monkeypat
 
     monkeypatch.chdir(ROOT)
     argv = shlex.split(command)[1:]
+    if argv == ["--version"]:
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        assert e.value.code == 0 and capsys.readouterr().out.startswith("tunesmith ")
+        return
     if tuple(argv) in RUN:
-        assert cli.main(argv) == 0 if argv != ["--version"] else True
-        if argv == ["--version"]:
-            with pytest.raises(SystemExit) as e:
-                cli.main(argv)
-            assert e.value.code == 0 and capsys.readouterr().out.startswith("tunesmith ")
+        assert cli.main(argv) == 0
         return
     args = cli._compare_parser().parse_args(argv[2:]) if argv[:2] == ["eval", "compare"] else cli.build_parser().parse_args(argv)
     sets = getattr(args, "set", None) or []
@@ -121,3 +122,36 @@ def test_doc_example_parses_and_its_configs_load(doc, command, capsys, monkeypat
         load_study_config(config, sets)
     elif command == "eval" and config:
         load_eval_config(config, sets)
+
+
+@pytest.mark.parametrize("section", ["train", "study", "eval"])
+def test_config_lists_every_key_of_its_class_once(section, capsys):
+    from tunesmith import configlib
+    from tunesmith.config import TrainConfig
+    from tunesmith.eval.config import EvalConfig
+    from tunesmith.study.config import StudyConfig
+
+    assert cli.main(["config", section]) == 0
+    out = capsys.readouterr().out.splitlines()
+    names = [line.split()[0] for line in out[1:] if line.strip()]
+    cls = {"train": TrainConfig, "study": StudyConfig, "eval": EvalConfig}[section]
+    assert names == configlib.field_paths(cls)
+    if section == "study":
+        assert {"budget.match", "budget.steps", "eval.prompt", "eval.fields", "eval.shuffle", "eval.show_tests",
+                "eval.judge.base_url"} <= set(names)
+
+
+def test_version(capsys):
+    from tunesmith import __version__
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"tunesmith {__version__}"
+
+
+def test_the_files_the_help_texts_point_to_exist():
+    texts = " ".join(t for _, t in _help_texts(cli.build_parser()))
+    paths = set(re.findall(r"examples/[\w./*-]*[\w/*]", texts))
+    assert paths
+    for p in paths:
+        assert list(ROOT.glob(p.rstrip("/"))), p

@@ -329,3 +329,48 @@ def _write_yaml(tmp_path, model, train):
                                     "model": {"name": str(model)}, "data": {"train": train, "system_prompt": "Be kind."},
                                     "prompting": {"shots": 1}}))
     return path
+
+
+def test_a_study_with_a_broken_conversation_fails_before_training(tmp_path, tiny_model_dir):
+    from tunesmith.errors import TunesmithError
+    from tunesmith.study.runner import run_study
+
+    d = _scenario_study(tmp_path, tiny_model_dir, "chat")
+    _write(tmp_path / "chat" / "test.jsonl", [{"messages": [{"role": "user", "content": "Hi"}]}])
+    with pytest.raises(TunesmithError, match="must end with a user turn and the reference reply"):
+        run_study(load_study_config(None, base=d), progress=False)
+    assert not (tmp_path / "studies" / "chat" / "runs").exists()
+
+
+def test_prompting_arms_are_not_told_an_out_of_domain_policy_on_translation_or_creative_writing(tmp_path):
+    from tunesmith.study.plan import plan
+
+    for task, told in (("translation", False), ("creative", False), ("chat", True), ("qa", True)):
+        s = load_study_config(None, base=_base(tmp_path, task=task))
+        assert ("reply exactly" in (plan(s)[0].cfg.data.system_prompt or "")) == told, task
+
+
+def test_a_judged_creative_study_names_the_judge_rubric_versions_and_cost(tmp_path, tiny_model_dir):
+    from openai_server import OpenAIStubServer
+
+    from tunesmith.eval.rubrics import RUBRICS
+    from tunesmith.study.runner import run_study
+
+    d = _scenario_study(tmp_path, tiny_model_dir, "creative")
+    with OpenAIStubServer() as srv:
+        d["eval"]["judge"] = {"base_url": srv.base_url, "model": "stub-judge", "cache_dir": str(tmp_path / "judge")}
+        out = run_study(load_study_config(None, base=d), progress=False)
+        requests, url = srv.count, srv.base_url
+    res = out["results"]
+    # The stub scores 5 only an answer containing the reference; 4-token answers never do: every score is 1.
+    assert res["criteria"]["correctness"]["metric"] == "judge_instruction_following"
+    assert res["criteria"]["helpfulness"]["metric"] == "judge_writing_quality" and "helpfulness" not in res["not_measured"]
+    for a in res["arms"]:
+        assert a["results"]["correctness"]["value"] == 1.0 and a["results"]["helpfulness"]["value"] == 1.0
+        j = a["extra"]["judge"]
+        assert j["judge"]["model"] == "stub-judge" and j["rubric_versions"] == {
+            r: RUBRICS[r].version for r in ("instruction_following", "style", "writing_quality")}
+    assert requests == sum(a["extra"]["judge"]["stats"]["requests"] for a in res["arms"]) > 0
+    report = (tmp_path / "studies" / "creative" / "report.md").read_text()
+    assert f"Judge: stub-judge at {url}; rubrics instruction_following (version " in report
+    assert f"{requests} requests" in report

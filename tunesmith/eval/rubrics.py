@@ -131,9 +131,9 @@ the form, genre, audience, length and every explicit constraint. Judge complianc
 {question}
 </instruction>
 
-<text>
+<answer>
 {answer}
-</text>
+</answer>
 
 Scale:
 5 - does everything the instruction asks
@@ -156,9 +156,9 @@ content, only fit the same genre, register and tone.
 {reference}
 </reference>
 
-<text>
+<answer>
 {answer}
-</text>
+</answer>
 
 Scale:
 5 - reads like a skilled example of the genre, in the register asked for
@@ -176,9 +176,9 @@ free of repetition and filler. Do not reward length.
 {question}
 </instruction>
 
-<text>
+<answer>
 {answer}
-</text>
+</answer>
 
 Scale:
 5 - fluent, coherent and vivid; every sentence earns its place

@@ -284,7 +284,7 @@ def build_results(study, jobs, outcomes: dict, *, wall_seconds: float, invocatio
                 "helpfulness": {"label": "Helpfulness", "metric": "reference_similarity" if not judged else f"judge_{defs['helpfulness_rubric']}",
                                 "proxy": not judged, "higher_is_better": True},
                 "retention": {"label": "General-ability retention", "metric": "probe_accuracy", "higher_is_better": True}}
-    not_measured = dict(defs["not_applicable"])
+    not_measured = {k: v for k, v in defs["not_applicable"].items() if k != "ood_policy" or study.data.ood}
     if study.data.ood and "ood_policy" not in not_measured:
         criteria["ood_policy"] = {"label": "Out-of-domain policy", "higher_is_better": True, "policy": study.policy.out_of_domain,
                                   "metric": f"share of out-of-domain questions handled as the policy says ({study.policy.out_of_domain})"}

@@ -118,8 +118,9 @@ def criteria_notes(results: dict) -> list[str]:
     c = (results.get("criteria") or {}).get("correctness") or {}
     if c.get("measures"):
         out.append(f"Correctness on this {c.get('task')} task: {c['measures']}" + (" (a proxy)." if c.get("proxy") else "."))
+    labels = {"domain_adherence": "Domain adherence", "helpfulness": "Helpfulness", "ood_policy": "Out-of-domain policy"}
     for name, why in (results.get("not_measured") or {}).items():
-        out.append(f"{name.replace('_', ' ').capitalize()}: {why}.")
+        out.append(f"{labels.get(name, name.replace('_', ' ').capitalize())}: {why}.")
     judges = {}
     for arm in results.get("arms", []):
         j = (arm.get("extra") or {}).get("judge")
