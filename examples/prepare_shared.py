@@ -154,7 +154,7 @@ def prep_multi30k(src: Path, out: Path, n_train: int, n_test: int, seed: int) ->
 
 
 def prep_hh_chat(src: Path, out: Path, n_train: int, n_test: int, seed: int) -> dict:
-    """HH-RLHF helpful-base dialogues: the chosen side as conversations. Disjoint dialogues for the
+    """HH-RLHF helpful-base dialogues: the chosen side as conversations. Disjoint openings for the
     test (answer the last Human turn; the chosen reply is the reference), SFT (whole chosen
     dialogues) and DPO (pairs, n_train // 2), after one seeded shuffle; long dialogues dropped."""
     from tunesmith.data.schemas import read_dataset
@@ -162,7 +162,12 @@ def prep_hh_chat(src: Path, out: Path, n_train: int, n_test: int, seed: int) -> 
     ds, problems = read_dataset(src / "helpful-base_test.jsonl", "preference")
     rows = [r.data for r in ds.records]
     rows = [r for r in rows if sum(len(m["content"]) for m in r["context"]) + len(r["prompt"]) + len(r["chosen"]) <= HH_MAX_CHARS]
-    rows = _sample(rows, None, seed)
+    # HH holds several pairs of one conversation (the same opening, other continuations): one per
+    # opening, and each opening in one split only, so no test conversation is trained on.
+    first: dict[str, dict] = {}
+    for r in rows:
+        first.setdefault((r["context"][0]["content"] if r["context"] else r["prompt"]).strip().lower(), r)
+    rows = _sample(list(first.values()), None, seed)
 
     def conv(r):
         return [dict(m) for m in r["context"]] + [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["chosen"]}]

@@ -115,7 +115,8 @@ def test_prepared_files_have_the_layouts_and_contents_the_studies_need(prepared)
     cr = prepared / "creative"
     test, train = _rows(cr / "test.jsonl"), _rows(cr / "train.jsonl")
     assert len(test) == 30 and len(train) >= 30 and not {r["prompt"] for r in test} & {r["prompt"] for r in train}
-    assert not any("python" in r["prompt"].lower() or "sql" in r["prompt"].lower() for r in test + train)
+    instructions = [r["prompt"].split("\n")[0].lower() for r in test + train]  # the instruction, not its input
+    assert not any(w in i.split() for i in instructions for w in ("python", "sql", "code", "function"))
     assert (prepared / "demo" / "qa_train.jsonl").exists() and (prepared / "demo" / "corpus.jsonl").exists()
 
 

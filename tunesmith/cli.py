@@ -262,9 +262,9 @@ def cmd_quickstart(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="tunesmith", description="Fine-tune language models on your domain data and prove which adaptation wins.")
     from tunesmith import __version__
 
+    p = _Parser(prog="tunesmith", description="Fine-tune language models on your domain data and prove which adaptation wins.")
     p.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
