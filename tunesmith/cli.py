@@ -97,10 +97,12 @@ def cmd_models(a) -> int:
 
 
 def cmd_config(a) -> int:
-    from tunesmith.config import TrainConfig
     from tunesmith.configlib import describe
+    from tunesmith.study.keys import SECTIONS
 
-    print(describe(TrainConfig))
+    for i, name in enumerate(SECTIONS if a.section == "all" else [a.section]):
+        cls, prefix, head = SECTIONS[name]()
+        print(("\n" if i else "") + f"# {head}\n" + describe(cls, prefix))
     return 0
 
 
@@ -284,19 +286,25 @@ def cmd_serve(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tunesmith import __version__
+
     p = _Parser(prog="tunesmith", description="Fine-tune language models on your domain data and prove which adaptation wins.")
+    p.add_argument("--version", action="version", version=f"tunesmith {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train a model from a YAML config")
     t.add_argument("config", help="YAML config (see `tunesmith config` for every option)")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. --set training.lr=1e-4 (repeatable)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. --set training.learning_rate=1e-4 (repeatable)")
     t.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
     t.add_argument("--overwrite", action="store_true", help="delete an existing run of the same name and start over")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(fn=cmd_train)
 
     sub.add_parser("models", help="list the built-in models").set_defaults(fn=cmd_models)
-    sub.add_parser("config", help="list every training config option with its default and meaning").set_defaults(fn=cmd_config)
+    cf = sub.add_parser("config", help="list every config option with its default and meaning: train (default), study, eval or all")
+    cf.add_argument("section", nargs="?", default="train", choices=["train", "study", "eval", "all"],
+                    help="train: training configs; study: STUDY.yaml (its eval: section included); eval: `tunesmith eval --config`")
+    cf.set_defaults(fn=cmd_config)
 
     d = sub.add_parser("data", help="check or preview a dataset").add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     c = d.add_parser("check", help="validate a dataset and describe it (exit 1 on errors)")
@@ -350,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate a model or run on a dataset (`tunesmith eval compare A B` compares two)")
     e.add_argument("model", help="run directory, built-in name, HF directory or .gguf file")
     e.add_argument("--data", help="evaluation data file")
-    e.add_argument("--task", help="qa, classification, summarization, translation, code, math or chat")
+    e.add_argument("--task", help="qa, classification, summarization, translation, code, math, chat or creative")
     e.add_argument("--config", help="YAML with evaluation settings (see examples/eval/)")
     e.add_argument("--prompt", help="prompt template over the record's fields, e.g. 'Q: {question}'")
     e.add_argument("--shots", type=_number(int, 0, 1000), help="few-shot examples per question")
@@ -377,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     tu.set_defaults(fn=cmd_tune)
 
     st = sub.add_parser("study", help="run a comparative study: every arm, one report with a verdict")
-    st.add_argument("config", help="STUDY.yaml (see examples/study-*.yaml)")
+    st.add_argument("config", help="STUDY.yaml (see examples/study-*.yaml, examples/studies/ and `tunesmith config study`)")
     st.add_argument("--dry-run", action="store_true", help="print the plan (arms, estimated tokens and minutes) and stop")
     st.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a study setting")
     st.add_argument("--quiet", action="store_true", help="no per-step progress bars")

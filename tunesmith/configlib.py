@@ -444,7 +444,7 @@ def _parse_one(item: str) -> tuple[str, Any, str]:
     path, sep, text = item.partition("=")
     path = path.strip()
     if not sep or not path:
-        raise ConfigError(f"--set {_brief(item)}: expected key=value (e.g. --set training.lr=1e-4)")
+        raise ConfigError(f"--set {_brief(item)}: expected key=value (e.g. --set training.learning_rate=1e-4)")
     if not text.strip():
         return path, "", text  # `--set x=` is the empty string; null is spelled `null`
     try:

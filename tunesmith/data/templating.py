@@ -27,8 +27,18 @@ class Example:
         return sum(1 for y in self.labels if y != IGNORE)
 
 
+def classification_as_prompt_completion(row: dict) -> dict:
+    """A classification record (text, label) as the question/answer example SFT and few-shot
+    prompting learn from: the text is the prompt and the label the answer. One data file thus
+    serves every arm of a study; `tunesmith data preview` shows this form."""
+    return {"prompt": row["text"], "completion": str(row["label"])}
+
+
 def to_messages(row: dict, dtype: str, system_prompt: str | None = None) -> list[dict]:
-    """The chat turns of a normalised record (without the answer for prompt_only)."""
+    """The chat turns of a normalised record (without the answer for prompt_only); a
+    classification record reads as its prompt/completion form."""
+    if dtype == "classification":
+        row, dtype = classification_as_prompt_completion(row), "prompt_completion"
     if dtype == "messages":
         msgs = [dict(m) for m in row["messages"]]
     elif dtype in ("prompt_completion", "prompt_only", "preference"):

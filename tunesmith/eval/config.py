@@ -12,7 +12,7 @@ from tunesmith import configlib
 from tunesmith.configlib import SEED_MAX, option
 from tunesmith.errors import ConfigError
 
-TASKS = ("qa", "classification", "summarization", "translation", "code", "math", "chat")
+TASKS = ("qa", "classification", "summarization", "translation", "code", "math", "chat", "creative")
 
 
 @dataclass
@@ -20,7 +20,7 @@ class JudgeSettings:
     base_url: str | None = option(None, "OpenAI-compatible endpoint of the judge, e.g. http://127.0.0.1:8000/v1 (unset: no judge; helpfulness is then a proxy)")
     model: str = option("judge", "Model name sent to the judge endpoint")
     api_key_env: str | None = option("OPENAI_API_KEY", "Environment variable holding the judge's API key")
-    rubrics: list[str] = option(default_factory=lambda: ["helpfulness"], doc="Rubrics to score: helpfulness, correctness (needs references), domain_adherence (needs `domain`)")
+    rubrics: list[str] = option(default_factory=lambda: ["helpfulness"], doc="Rubrics to score: helpfulness, correctness (needs references), domain_adherence (needs `domain`), instruction_following, style (needs references: texts of the genre), writing_quality")
     domain: str | None = option(None, "One-line description of the domain, for the domain_adherence rubric")
     cache_dir: str | None = option(None, "Where judgments are cached (default: <user cache>/tunesmith/judge)")
     timeout_s: float = option(60.0, "Seconds one judge request may take in all (connect, wait, read)", minimum=0.001, maximum=86400.0)
@@ -31,7 +31,11 @@ class JudgeSettings:
 @dataclass
 class EvalConfig:
     data: str = option(doc="Evaluation data file (JSONL, JSON, CSV/TSV, Parquet; see `format` for others)")
-    task: Literal["qa", "classification", "summarization", "translation", "code", "math", "chat"] = option("qa", "How answers are produced and scored")
+    task: Literal["qa", "classification", "summarization", "translation", "code", "math", "chat", "creative"] = option(
+        "qa", "How answers are produced and scored: qa (exact match, F1), classification (label likelihood), summarization "
+        "(ROUGE), translation (BLEU, chrF), code (pass@k), math (final number), chat (multi-turn `messages` or prompt/reference: "
+        "the last user turn answered in context; reference similarity), creative (open-ended writing: judge rubrics, else "
+        "labelled proxies: reference similarity, distinct-n, repetition, length)")
     name: str | None = option(None, "Dataset name for the result files eval/<name>.json; defaults to the data file's name")
     format: Literal["auto", "lines", "tsv", "json_dict"] = option("auto", "auto: by extension; lines: one text per line (with reference_file); tsv: headerless, named by `columns`; json_dict: a JSON object whose values are records")
     columns: list[str] | None = option(None, "Column names of a headerless TSV (format: tsv)")

@@ -315,3 +315,61 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     for i in range(n - c + 1, n + 1):
         prod *= 1.0 - k / i
     return 1.0 - prod
+
+
+def sentence_bleu(pred: str, refs: Refs) -> float:
+    """Sentence BLEU (sacrebleu's sentence_bleu: exponential smoothing, 0-100 scale)."""
+    return float(_sacrebleu().sentence_bleu(str(pred), _as_refs(refs)).score)
+
+
+def sentence_chrf(pred: str, refs: Refs) -> float:
+    """Sentence chrF (sacrebleu defaults, 0-100 scale)."""
+    return float(_sacrebleu().sentence_chrf(str(pred), _as_refs(refs)).score)
+
+
+@METRICS.register("translation")
+def translation_scores(pred: str, refs: Refs) -> dict[str, float]:
+    """Per-item BLEU and chrF of one translation (corpus figures: `bleu`, `chrf`)."""
+    return {"bleu": sentence_bleu(pred, refs), "chrf": sentence_chrf(pred, refs)}
+
+
+# ------------------------------------------------------------------ open-ended writing
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word tokens (letters, digits, underscore; punctuation dropped)."""
+    return _WORD.findall(str(text).lower())
+
+
+def _ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Distinct-n (Li et al. 2016) over a set of texts: distinct word n-grams / all word n-grams,
+    pooled over every text, so an arm that writes the same thing for every prompt scores low.
+    0.0 when the texts hold no n-gram at all."""
+    grams = [g for t in texts for g in _ngrams(words(t), n)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def repetition_rate(text: str, n: int = 3) -> float:
+    """Share of a text's word n-grams that repeat an n-gram seen earlier in the same text (rep-n,
+    Welleck et al. 2019): 0 for no repetition, near 1 for a loop. 0.0 for a text shorter than n."""
+    grams = _ngrams(words(text), n)
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def length_ratio(pred: str, refs: Refs) -> float:
+    """Words of the answer / words of the closest-length reference (1.0: the same length)."""
+    n = len(words(pred))
+    ref_lens = [len(words(r)) for r in _as_refs(refs)]
+    closest = min(ref_lens, key=lambda r: (abs(r - n), r))
+    return n / closest if closest else float(n == 0)
+
+
+def length_within(pred: str, refs: Refs, tolerance: float = 0.5) -> float:
+    """1.0 when the answer's length is within +-tolerance of the closest reference's (length control)."""
+    return float(abs(length_ratio(pred, refs) - 1.0) <= tolerance + 1e-12)

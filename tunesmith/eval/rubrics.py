@@ -124,6 +124,71 @@ Scale:
 
 """ + _SCORE_TAIL.format(low=1, high=5)
 
+_INSTRUCTION_FOLLOWING = """Rate how well the text does what the writing instruction asks: \
+the form, genre, audience, length and every explicit constraint. Judge compliance, not taste.
+
+<instruction>
+{question}
+</instruction>
+
+<answer>
+{answer}
+</answer>
+
+Scale:
+5 - does everything the instruction asks
+4 - does what is asked, with one minor constraint missed
+3 - the right kind of text, but misses a constraint that matters
+2 - only loosely related to the instruction
+1 - ignores the instruction, or is not the kind of text asked for
+
+""" + _SCORE_TAIL.format(low=1, high=5)
+
+_STYLE = """Rate how well the text matches the style and genre the instruction asks for. The \
+reference is one example of the genre written by a person; the text need not resemble its \
+content, only fit the same genre, register and tone.
+
+<instruction>
+{question}
+</instruction>
+
+<reference>
+{reference}
+</reference>
+
+<answer>
+{answer}
+</answer>
+
+Scale:
+5 - reads like a skilled example of the genre, in the register asked for
+4 - fits the genre and register, with small lapses
+3 - recognisably the genre, but the register or tone is off
+2 - mostly the wrong register or genre
+1 - nothing of the genre or style asked for
+
+""" + _SCORE_TAIL.format(low=1, high=5)
+
+_WRITING_QUALITY = """Rate the quality of the writing itself: fluent, coherent, specific and \
+free of repetition and filler. Do not reward length.
+
+<instruction>
+{question}
+</instruction>
+
+<answer>
+{answer}
+</answer>
+
+Scale:
+5 - fluent, coherent and vivid; every sentence earns its place
+4 - good writing with minor awkwardness or filler
+3 - readable but flat, generic or partly incoherent
+2 - hard to read: repetitive, incoherent or broken
+1 - not usable text (garbled, looping, empty)
+
+""" + _SCORE_TAIL.format(low=1, high=5)
+
 _PAIRWISE_SYSTEM = (
     "You are a strict, fair evaluator comparing two answers written by AI assistants. The "
     "order in which the answers are shown says nothing about their quality. Do not reward "
@@ -154,6 +219,9 @@ RUBRICS: dict[str, Rubric] = {r.name: r for r in (
            requires=("question", "answer", "reference")),
     Rubric("domain_adherence", "2026-11-1", _SCORE_SYSTEM, _DOMAIN_ADHERENCE, (1, 5),
            requires=("question", "answer", "domain")),
+    Rubric("instruction_following", "2026-12-1", _SCORE_SYSTEM, _INSTRUCTION_FOLLOWING, (1, 5)),
+    Rubric("style", "2026-12-1", _SCORE_SYSTEM, _STYLE, (1, 5), requires=("question", "answer", "reference")),
+    Rubric("writing_quality", "2026-12-1", _SCORE_SYSTEM, _WRITING_QUALITY, (1, 5)),
     Rubric("pairwise_helpfulness", "2026-11-1", _PAIRWISE_SYSTEM, _PAIRWISE_HELPFULNESS, (0, 0),
            pairwise=True, requires=("question", "answer_a", "answer_b")),
 )}

@@ -220,9 +220,11 @@ def _apply_recipe(how, items, records, cfg) -> dict | None:
     recipe = how.recipe
     if recipe is None:
         return None
-    msgs, hits = how.retrieve([it.display for it in items], cfg.system)
+    msgs, hits = how.retrieve([it.messages[-1]["content"] for it in items], cfg.system)
     for it, m, h in zip(items, msgs, hits):
-        it.messages = m
+        # a conversation's earlier turns go between the recipe's examples and its last question,
+        # as Answering.chat orders them
+        it.messages = m[:-1] + it.context + m[-1:]
         it.retrieved = [c.doc_id for c, _ in h]
     if not recipe.rag or not all("doc_id" in r for r in records):
         return None
@@ -260,7 +262,12 @@ def _helpfulness(preds, items, per_item, metrics, cfg) -> dict:
         j = cfg.judge
         judge = Judge(JudgeConfig(base_url=j.base_url, model=j.model, api_key_env=j.api_key_env, cache_dir=j.cache_dir,
                                   timeout_s=j.timeout_s, max_retries=j.max_retries, breaker_failures=j.breaker_failures))
-        out = {"method": f"judge ({cfg.judge.model})"}
+        from tunesmith.eval.rubrics import get_rubric
+
+        t0 = time.time()
+        # Which judge scored what with which rubric version, and what it cost (requests, time).
+        out = {"method": f"judge ({cfg.judge.model})", "judge": {"model": j.model, "base_url": j.base_url},
+               "rubric_versions": {r: get_rubric(r, pairwise=False).version for r in cfg.judge.rubrics}}
         for rubric in cfg.judge.rubrics:
             batch = [{"question": it.display, "answer": p, "reference": (it.refs or [None])[0], "domain": cfg.judge.domain}
                      for p, it in zip(preds, items)]
@@ -268,13 +275,15 @@ def _helpfulness(preds, items, per_item, metrics, cfg) -> dict:
             for row, r in zip(per_item, res):
                 row[f"judge_{rubric}"] = r.score
             out[rubric] = summarize(res)
-        out["stats"] = judge.stats
+        out["stats"] = {**judge.stats, "seconds": round(time.time() - t0, 2)}
         # Failed judgments make the result provisional: evaluate() does not reuse it.
         out["judgments_failed"] = judge.stats["failures"]
         return out
     if cfg.task in ("classification", "code", "math") or not any(it.refs for it in items):
         return {"method": "not applicable (no free-text reference)"}
-    sims = scoring.reference_similarity(preds, items)
+    # chat and creative score reference similarity already (their correctness proxy)
+    have = all("reference_similarity" in r for r in per_item) and per_item
+    sims = [r["reference_similarity"] for r in per_item] if have else scoring.reference_similarity(preds, items)
     for row, s in zip(per_item, sims):
         row["reference_similarity"] = s
     from tunesmith.eval.stats import bootstrap_ci

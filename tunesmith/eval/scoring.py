@@ -12,11 +12,15 @@ PER_ITEM = {
     "math": {"accuracy": "correct"},
     "classification": {"accuracy": "correct"},
     "summarization": {"rouge1": "rouge1", "rouge2": "rouge2", "rougeL": "rougeL"},
-    "translation": {"chrf_sentence": "chrf"},
-    "chat": {},
+    "translation": {"chrf_sentence": "chrf", "bleu_sentence": "bleu"},
+    "chat": {"reference_similarity": "reference_similarity", "rougeL": "rougeL"},
+    "creative": {"reference_similarity": "reference_similarity", "repetition_rate": "repetition",
+                 "length_within": "length_within", "length_ratio": "length_ratio"},
 }
 PRIMARY = {"qa": "exact_match", "math": "accuracy", "classification": "accuracy", "summarization": "rougeL",
-           "translation": "bleu", "code": "pass@1", "chat": "reference_similarity"}
+           "translation": "bleu", "code": "pass@1", "chat": "reference_similarity", "creative": "reference_similarity"}
+# Metrics where a lower value is better (every other metric: higher is better).
+LOWER_IS_BETTER = {"repetition_rate"}
 
 
 def _code_scores(items, samples, cfg, progress):
@@ -56,13 +60,18 @@ def score(task: str, items, samples: list[list[str]], cfg, *, progress: bool = F
     elif task == "summarization":
         per_item = [M.rouge_scores(p, it.refs) for p, it in zip(preds, items)]
     elif task == "translation":
-        import sacrebleu
-
-        per_item = [{"chrf": sacrebleu.sentence_chrf(p, it.refs).score} for p, it in zip(preds, items)]
+        per_item = [M.translation_scores(p, it.refs) for p, it in zip(preds, items)]
     elif task == "code":
         per_item = _code_scores(items, samples, cfg, progress)
-    else:  # chat: reference similarity is added with helpfulness
-        per_item = [{} for _ in items]
+    elif task == "chat":
+        sims = reference_similarity(preds, items)
+        per_item = [{"reference_similarity": s, "rougeL": M.rouge_scores(p, it.refs)["rougeL"]}
+                    for s, p, it in zip(sims, preds, items)]
+    else:  # creative: labelled proxies (a judge, when given, adds its rubrics in the runner)
+        sims = reference_similarity(preds, items)
+        per_item = [{"reference_similarity": s, "repetition": M.repetition_rate(p),
+                     "length_ratio": M.length_ratio(p, it.refs), "length_within": M.length_within(p, it.refs)}
+                    for s, p, it in zip(sims, preds, items)]
     metrics = {}
     names = PER_ITEM.get(task, {}) if task != "code" else {f"pass@{k}": f"pass@{k}" for k in cfg.pass_k}
     for name, key in names.items():
@@ -76,6 +85,11 @@ def score(task: str, items, samples: list[list[str]], cfg, *, progress: bool = F
         for name, fn in (("bleu", M.bleu), ("chrf", M.chrf)):
             metrics[name] = bootstrap_ci(pairs, statistic=lambda ps, fn=fn: fn([p for p, _ in ps], [it.refs for _, it in ps]),
                                          n_resamples=min(cfg.bootstrap, 300), seed=cfg.seed)
+    if task == "creative":
+        # Diversity across answers: distinct n-grams pooled over the arm's answers, resampled by item.
+        for n in (1, 2):
+            metrics[f"distinct_{n}"] = bootstrap_ci(preds, statistic=lambda ps, n=n: M.distinct_n(ps, n),
+                                                    n_resamples=min(cfg.bootstrap, 300), seed=cfg.seed)
     return per_item, metrics, extra
 
 

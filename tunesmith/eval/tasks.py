@@ -36,6 +36,7 @@ class Item:
     setup: str = ""
     display: str = ""  # the question as a person reads it
     retrieved: list[str] = field(default_factory=list)  # source ids of the passages a rag run inserted
+    context: list[dict] = field(default_factory=list)  # chat: the turns before the last user turn
 
 
 def _get(rec: dict, name: str, fields: dict, required: bool = True):
@@ -53,6 +54,8 @@ def _text(v) -> str:
 
 
 def _render_prompt(rec: dict, cfg) -> str:
+    if not cfg.prompt and (turn := _chat_context(rec, cfg)):
+        return turn[1]
     template = cfg.prompt or DEFAULT_PROMPTS.get(cfg.task)
     if cfg.task == "code" and not cfg.prompt and getattr(cfg, "show_tests", None) is False:
         template = CODE_PROMPT_NO_TESTS
@@ -74,6 +77,8 @@ def _answer_turn(rec: dict, cfg) -> str:
         return _label(rec, cfg)
     if cfg.task == "code":
         return "```python\n" + _text(rec.get("code", "")) + "\n```"
+    if cfg.task == "chat" and _turns(rec) is not None:
+        return _turns(rec)[-1]["content"]
     key = "answer" if cfg.task in ("qa", "math") else "reference"
     v = _get(rec, key, cfg.fields)
     return _text(v[0] if isinstance(v, list) else v)
@@ -90,12 +95,43 @@ def _label(rec: dict, cfg) -> str:
     return (cfg.label_map or {}).get(raw, raw)
 
 
+def _turns(rec: dict) -> list[dict] | None:
+    """A chat record's conversation: OpenAI-style `messages` ending with the reference reply
+    (the assistant's last turn), or None for a prompt/reference record."""
+    msgs = rec.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        return None
+    if not all(isinstance(m, dict) and m.get("role") in ("system", "user", "assistant") and isinstance(m.get("content"), str)
+               for m in msgs):
+        raise TunesmithError(f"record {rec.get('id')}: messages must be {{role: system|user|assistant, content: text}} objects")
+    if len(msgs) < 2 or msgs[-1]["role"] != "assistant" or msgs[-2]["role"] != "user":
+        raise TunesmithError(f"record {rec.get('id')}: a chat test conversation must end with a user turn and the "
+                             "reference reply (assistant); the model answers that last user turn")
+    return msgs
+
+
+def _chat_context(rec: dict, cfg) -> tuple[list[dict], str] | None:
+    """(earlier turns, last user turn) of a multi-turn chat record; None for other records."""
+    msgs = _turns(rec) if cfg.task == "chat" else None
+    if msgs is None:
+        return None
+    return [dict(m) for m in msgs[:-2] if m["role"] != "system"], msgs[-2]["content"]
+
+
+def _transcript(context: list[dict], question: str) -> str:
+    """The conversation as a person (or a judge) reads it: earlier turns, then the last user turn."""
+    lines = [f"{'User' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in context]
+    return "\n".join(lines + [f"User: {question}"]) if lines else question
+
+
 def _refs(rec: dict, cfg) -> list[str]:
     if cfg.task in ("qa", "math"):
         v = _get(rec, "answer", cfg.fields)
         refs = [_text(x) for x in v] if isinstance(v, list) else [_text(v)]
         return refs + [str(a) for a in rec.get("aliases", [])]
-    if cfg.task in ("summarization", "translation", "chat"):
+    if cfg.task == "chat" and _turns(rec) is not None:
+        return [_turns(rec)[-1]["content"]]
+    if cfg.task in ("summarization", "translation", "chat", "creative"):
         v = _get(rec, "reference", cfg.fields)
         return [_text(x) for x in v] if isinstance(v, list) else [_text(v)]
     return []
@@ -137,10 +173,13 @@ def build_items(records: list[dict], cfg, system: str | None) -> list[Item]:
     for rec, ex in zip(records, shots):
         msgs = [{"role": "system", "content": system}] if system else []
         for s in ex:
-            msgs += [{"role": "user", "content": _render_prompt(s, cfg)}, {"role": "assistant", "content": _answer_turn(s, cfg)}]
-        question = _render_prompt(rec, cfg)
-        msgs.append({"role": "user", "content": question})
-        item = Item(id=rec["id"], messages=msgs, refs=_refs(rec, cfg), display=question)
+            turn = _chat_context(s, cfg)  # a multi-turn example shows its last exchange
+            msgs += [{"role": "user", "content": turn[1] if turn else _render_prompt(s, cfg)},
+                     {"role": "assistant", "content": _answer_turn(s, cfg)}]
+        turn = _chat_context(rec, cfg)
+        context, question = turn if turn else ([], _render_prompt(rec, cfg))
+        msgs += context + [{"role": "user", "content": question}]
+        item = Item(id=rec["id"], messages=msgs, refs=_refs(rec, cfg), display=_transcript(context, question), context=context)
         if cfg.task == "classification":
             item.label = _label(rec, cfg)
         if cfg.task == "code":

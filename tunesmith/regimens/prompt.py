@@ -17,14 +17,15 @@ ACCEPTS = ("prompt_completion", "messages")
 
 
 def example_pairs(rows: list[dict], dtype: str) -> list[dict]:
-    """(user, assistant) pairs for few-shot turns: the first user turn and the last answer."""
+    """(user, assistant) pairs for few-shot turns: the last answer and the user turn it answers
+    (a conversation's last exchange)."""
     out = []
     for r in rows:
         msgs = to_messages(r, dtype)
-        users = [m["content"] for m in msgs if m["role"] == "user"]
-        answers = [m["content"] for m in msgs if m["role"] == "assistant"]
-        if users and answers:
-            out.append({"user": users[0], "assistant": answers[-1]})
+        last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=None)
+        user = next((msgs[i]["content"] for i in range(last - 1, -1, -1) if msgs[i]["role"] == "user"), None) if last else None
+        if user is not None:
+            out.append({"user": user, "assistant": msgs[last]["content"]})
     return out
 
 

@@ -7,6 +7,7 @@ or retrieval arm on top of another arm's model (retrieval on a fine-tuned model)
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,12 +22,12 @@ from tunesmith.models.builtins import DEFAULT_MODEL
 
 @dataclass
 class StudyData:
-    train: str = option(doc="Question/answer training data (prompt_completion or messages): SFT, GRPO, few-shot pool")
-    test: str = option(doc="Held-out items every arm is scored on, with the study's eval.task: qa (prompt, answer[, aliases, doc_id]), math (prompt, answer ending '#### N'), classification (text, label), summarization (prompt, reference), code (prompt, tests)")
+    train: str = option(doc="Training data: question/answer (prompt_completion or messages) for SFT, GRPO and the few-shot pool; or a classification set (text/label), which serves every arm (its prompt/completion form for SFT and prompting, as `tunesmith data preview` shows it; the head when classification_train is unset)")
+    test: str = option(doc="Held-out items every arm is scored on, with the study's eval.task: qa (prompt, answer[, aliases, doc_id]), math (prompt, answer ending '#### N'), classification (text, label), summarization (prompt, reference), code (prompt, tests), translation (text or prompt, reference), chat (messages ending with the reference reply, or prompt, reference), creative (prompt, reference); eval.prompt, eval.fields and eval.format read other layouts")
     corpus: str | None = option(None, "Raw domain text: continued pre-training, retrieval, domain-adherence classifier")
     preference_train: str | None = option(None, "Preference pairs for DPO")
     preference_test: str | None = option(None, "Held-out preference pairs: preference accuracy of every generative arm")
-    classification_train: str | None = option(None, "Classification data for the task-head arm")
+    classification_train: str | None = option(None, "Classification data for the task-head arm (default: data.train when that is a classification set)")
     classification_test: str | None = option(None, "Held-out classification data: every arm is scored on it (generative arms by label likelihood)")
     ood: str | None = option(None, "Held-out out-of-domain questions (prompt field): every arm is scored against policy.out_of_domain on them")
     system_prompt: str | None = option(None, "System prompt shared by every arm (training and evaluation)")
@@ -51,20 +52,51 @@ class StudyPolicy:
         return self.statement or f'If a question is not about this domain, reply exactly: "{self.decline_message}"'
 
 
-@dataclass
-class StudyEval:
-    task: Literal["qa", "math", "classification", "summarization", "code"] = option(
-        "qa", "How data.test is scored (its correctness criterion): qa exact match, math final-number accuracy, classification accuracy (generative arms by label log-likelihood, head arms by their head), summarization ROUGE-L, code pass@1")
-    labels: list[str] | None = option(None, "classification: the label set (default: the labels found in data.test)")
-    stop: list[str] = option(default_factory=list, doc="Strings that end a generated answer (e.g. a model starting the next question)")
-    max_new_tokens: int = option(32, "Longest generated answer", minimum=1, maximum=131072)
-    limit: int | None = option(None, "Evaluate only the first N test items", minimum=1, maximum=1_000_000_000)
-    batch_size: int = option(16, "Prompts generated together", minimum=1, maximum=65536)
-    show_tests: bool | None = option(None, "code: show the tests in the prompt (MBPP convention) or not (HumanEval: the tests only grade the answer); unset: shown")
-    domain_adherence: bool = option(True, "Score domain adherence (needs data.corpus)")
-    general_ability: bool = option(True, "Measure general-ability retention (shipped perplexity text and probe)")
-    judge_url: str | None = option(None, "OpenAI-compatible judge endpoint for helpfulness (unset: reference-similarity proxy)")
-    judge_model: str = option("judge", "Model name at the judge endpoint")
+# EvalConfig settings a study fills in itself, and where a study sets them instead.
+STUDY_FILLS = {"data": "data.test", "name": "the name of data.test", "domain_corpus": "data.corpus",
+               "ood_data": "data.ood", "ood_policy": "policy.out_of_domain", "decline_message": "policy.decline_message",
+               "seed": "seeds", "output_dir": "output_dir", "general_ability_base": "the baseline arm"}
+# Study defaults that differ from `tunesmith eval`'s.
+_STUDY_DEFAULTS = {"max_new_tokens": (32, None), "general_ability": (True, "Measure general-ability retention (shipped perplexity text and probe)")}
+
+
+def _eval_fields() -> list:
+    """EvalConfig's fields, less those in STUDY_FILLS: a study's eval section takes every
+    evaluation setting under the same name, from the one class that defines them."""
+    import typing
+
+    from tunesmith.eval.config import EvalConfig
+
+    hints = typing.get_type_hints(EvalConfig)
+    out = []
+    for f in dataclasses.fields(EvalConfig):
+        if f.name in STUDY_FILLS:
+            continue
+        default, doc = _STUDY_DEFAULTS.get(f.name, (f.default, None))
+        meta = dict(f.metadata, **({"doc": doc} if doc else {}))
+        fld = dataclasses.field(default=default, metadata=meta) if f.default_factory is dataclasses.MISSING \
+            else dataclasses.field(default_factory=f.default_factory, metadata=meta)
+        out.append((f.name, hints[f.name], fld))
+    return out
+
+
+def _study_eval_validate(self) -> None:
+    from tunesmith.eval.config import EvalConfig
+
+    EvalConfig.validate(self)  # the same checks as `tunesmith eval` (show_tests, pass_k, format)
+    if self.judge_url and self.judge.base_url and self.judge_url != self.judge.base_url:
+        raise ConfigError(f"judge_url ({self.judge_url}) and judge.base_url ({self.judge.base_url}) differ; "
+                          "set judge.base_url only (judge_url is its older name)")
+
+
+StudyEval = dataclasses.make_dataclass("StudyEval", _eval_fields() + [
+    ("domain_adherence", bool, option(True, "Score domain adherence (needs data.corpus; qa, math, summarization, code and chat)")),
+    ("judge_url", str | None, option(None, "Older name of judge.base_url (OpenAI-compatible judge endpoint)")),
+    ("judge_model", str | None, option(None, "Older name of judge.model")),
+], namespace={"validate": _study_eval_validate, "__doc__": (
+    "The study's evaluation of data.test: every `tunesmith eval` setting under its own name (see "
+    "tunesmith.eval.config.EvalConfig), except those in STUDY_FILLS, which the study's data, policy, seeds "
+    "and output_dir set; plus domain_adherence."), "__module__": __name__})
 
 
 @dataclass

@@ -4,39 +4,57 @@ the study has them.
 
 data.test is scored with the study's task (eval.task): QA exact match by default, or math,
 classification (label log-likelihood for generative arms, the head for head arms),
-summarization or code, so a study on a classification or maths dataset compares every arm on
+summarization, code, translation, chat or creative (see tunesmith.study.tasks), with every
+`tunesmith eval` setting the study's eval section gives, so a study on a classification or maths dataset compares every arm on
 that task's own metric. Every arm goes through the same evaluation code, prompted or trained."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 import json
 
-from tunesmith.eval.config import EvalConfig, JudgeSettings
+from tunesmith.eval.config import EvalConfig
 from tunesmith.eval.runner import evaluate, model_fingerprint
 from tunesmith.atomic import write_json_atomic
 
 
-def _eval_cfg(study, seed: int, **kw) -> EvalConfig:
+# Settings that describe data.test itself (its file shape, fields, prompt, task): they do not
+# carry over to the study's other evaluations (classification_test).
+TEST_ONLY = ("task", "format", "columns", "reference_file", "ids_file", "fields", "prompt", "labels", "label_map",
+             "shots", "shots_from", "shot_selection", "shuffle", "show_tests", "n_samples", "pass_k", "code_timeout_s",
+             "general_ability")  # retention is measured once per arm, with the test evaluation
+
+
+def _eval_cfg(study, seed: int, test: bool = False, **kw) -> EvalConfig:
+    """An EvalConfig from the study's eval section: every setting the two classes share (test:
+    also those describing data.test), the study's seed and folders, then `kw`."""
+    from tunesmith.study.tasks import judge_rubrics
+
     e = study.eval
-    base = dict(max_new_tokens=e.max_new_tokens, limit=e.limit, batch_size=e.batch_size, seed=seed, stop=list(e.stop),
-                show_tests=e.show_tests,
-                output_dir=str(study.study_dir / "runs"), judge=JudgeSettings(base_url=e.judge_url, model=e.judge_model))
+    shared = {f.name: copy.deepcopy(getattr(e, f.name)) for f in dataclasses.fields(EvalConfig)
+              if hasattr(e, f.name) and (test or f.name not in TEST_ONLY)}
+    judge = shared.pop("judge")
+    judge = dataclasses.replace(judge, base_url=judge.base_url or e.judge_url, model=e.judge_model or judge.model,
+                                rubrics=judge_rubrics(study))
+    base = dict(shared, seed=seed, output_dir=str(study.study_dir / "runs"), judge=judge)
     base.update(kw)
     return EvalConfig(**base)
 
 
 def test_eval_cfg(study, seed: int = 0, **kw) -> EvalConfig:
-    """The evaluation of data.test: the study's task, and what only generated answers allow
-    (domain adherence, out-of-domain questions) when the task generates text."""
+    """The evaluation of data.test: the study's task and every eval setting, and what only
+    generated answers allow (domain adherence, out-of-domain questions) where the task has them."""
+    from tunesmith.study.tasks import ADHERENCE_TASKS
+
     e = study.eval
-    generates = e.task != "classification"
-    adherence = e.domain_adherence and generates
-    return _eval_cfg(study, seed, data=study.data.test, task=e.task, labels=e.labels,
+    adherence = e.domain_adherence and e.task in ADHERENCE_TASKS
+    return _eval_cfg(study, seed, test=True, data=study.data.test,
                      domain_corpus=study.data.corpus if adherence and study.data.corpus else None,
                      ood_data=study.data.ood if adherence else None, ood_policy=study.policy.out_of_domain,
                      decline_message=study.policy.decline_message if study.policy.out_of_domain == "decline" else None,
-                     general_ability=e.general_ability, general_ability_base=False, **kw)
+                     general_ability_base=False, **kw)
 
 
 def _cached(path, key: str, compute):

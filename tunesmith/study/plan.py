@@ -20,6 +20,8 @@ PROMPTING = ("prompt", "rag")
 TRAIN_DATA = {"sft": "train", "prompt": "train", "rag": "train", "grpo": "train", "cpt": "corpus",
               "head": "classification_train", "dpo": "preference_train"}
 VALIDATION = {"sft": "validation", "head": "classification_validation", "dpo": "preference_validation"}
+# Tasks with no out-of-domain questions to decline: prompting arms are not told the policy.
+NO_POLICY_TASKS = ("translation", "creative")
 
 
 @dataclass
@@ -61,7 +63,7 @@ def _train_config(study, arm, model: str, seed: int, job_name: str, parents: dic
     if arm.regimen in WEIGHT_REGIMENS and not train_path:
         raise ConfigError(f"arms.{arm.name}: regimen {arm.regimen} trains on data.{source}, which the study does not set")
     system = study.data.system_prompt
-    if arm.regimen in PROMPTING and study.policy.told():
+    if arm.regimen in PROMPTING and study.policy.told() and study.eval.task not in NO_POLICY_TASKS:
         # Prompting arms are told the out-of-domain policy; trained arms learn it from data.
         system = " ".join(x for x in (system, study.policy.told()) if x)
     base = {"name": job_name, "output_dir": str(study.study_dir / "runs"), "seed": seed, "regimen": arm.regimen,

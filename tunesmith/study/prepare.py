@@ -1,8 +1,12 @@
 """The data a study's arms actually train on, derived once from the study's data section and
 written into `<study>/prepared/` so that every arm, and the cache keys, see the same files.
 
-Two things are derived:
+Three things are derived:
 
+* **Question/answer examples from a classification set.** A data.train of text/label records
+  serves every arm: SFT, GRPO and the prompting arms' example pool get its prompt/completion form
+  (worded through eval.prompt and eval.label_map on a classification task, as the test is asked),
+  and the head arm trains on it directly when no data.classification_train is given.
 * **The validation split.** Unless `data.validation` is given, a seeded `data.val_fraction` of
   the training records is carved out (of data.train, preference_train and
   classification_train alike). Training arms report validation loss on it, keep their best
@@ -79,8 +83,9 @@ def _policy_rows(policy, dtype: str) -> list[dict]:
 
 
 def _derive(study, source: str | None, accept: tuple[str, ...], name: str, given_val: str | None,
-            add_policy: bool) -> tuple[str | None, str | None, dict]:
-    """(train path, validation path, summary) for one kind of training data."""
+            add_policy: bool, as_qa: bool = False) -> tuple[str | None, str | None, dict]:
+    """(train path, validation path, summary) for one kind of training data. as_qa: the data is
+    for question/answer arms, so a classification file is turned into its prompt/completion form."""
     from tunesmith.data.schemas import load_dataset
     from tunesmith.data.splits import split_rows
 
@@ -88,10 +93,14 @@ def _derive(study, source: str | None, accept: tuple[str, ...], name: str, given
         return None, None, {}
     ds = load_dataset(source, accept=accept)
     rows = [dict(r) for r in ds.rows()]
-    extra = _policy_rows(study.policy, ds.type) if add_policy else []
+    as_pc = as_qa and ds.type == "classification"
+    if as_pc:  # a classification set serving question/answer arms: its prompt/completion form
+        rows = classification_rows(study, source)
+    extra = _policy_rows(study.policy, "prompt_completion" if as_pc else ds.type) if add_policy else []
     rows += extra
     out = study.study_dir / "prepared"  # never the folder of the user's own files
-    info = {"source": source, "records": len(rows), "policy_examples": len(extra)}
+    info = {"source": source, "records": len(rows), "policy_examples": len(extra),
+            **({"derived": "prompt/completion from text/label"} if as_pc else {})}
     if given_val:
         info.update(validation_source=given_val, validation_records=len(load_dataset(given_val, accept=accept)))
         return _write(out / f"{name}.jsonl", rows), given_val, info
@@ -101,11 +110,33 @@ def _derive(study, source: str | None, accept: tuple[str, ...], name: str, given
     return _write(out / f"{name}.jsonl", train), (_write(out / f"{name}_validation.jsonl", val) if val else None), info
 
 
+def classification_rows(study, source: str) -> list[dict]:
+    """A classification file's records as prompt/completion examples, worded as the study's
+    evaluation words its questions (eval.prompt, eval.fields, eval.label_map) when the study's task
+    is classification, else text -> label (tunesmith.data.templating.classification_as_prompt_completion)."""
+    from tunesmith.data.schemas import load_dataset
+    from tunesmith.data.templating import classification_as_prompt_completion
+
+    if study.eval.task != "classification":
+        return [classification_as_prompt_completion(r) for r in load_dataset(source, "classification").rows()]
+    import dataclasses
+
+    from tunesmith.eval.sources import read_records
+    from tunesmith.eval.tasks import _label, _render_prompt
+    from tunesmith.study.evaluate import test_eval_cfg
+
+    cfg = dataclasses.replace(test_eval_cfg(study), data=source, format="auto", limit=None, shuffle=False)
+    return [{"prompt": _render_prompt(r, cfg), "completion": _label(r, cfg)} for r in read_records(cfg)]
+
+
 def prepare_data(study) -> Prepared:
     """Write the derived training and validation files of `study` (see the module docstring)."""
     d = study.data
-    qa_tr, qa_val, qa = _derive(study, d.train, ("prompt_completion", "messages", "prompt_only"), "train", d.validation, True)
+    qa_tr, qa_val, qa = _derive(study, d.train, ("prompt_completion", "messages", "prompt_only", "classification"), "train",
+                                d.validation, True, as_qa=True)
     pr_tr, pr_val, pr = _derive(study, d.preference_train, ("preference",), "preference_train", None, True)
-    cl_tr, cl_val, cl = _derive(study, d.classification_train, ("classification",), "classification_train", None, False)
+    # A classification data.train also serves the head arm when no classification_train is given.
+    cls_src = d.classification_train or (d.train if qa.get("derived") else None)
+    cl_tr, cl_val, cl = _derive(study, cls_src, ("classification",), "classification_train", None, False)
     return Prepared(qa_tr, qa_val, pr_tr, pr_val, cl_tr, cl_val,
                     summary={k: v for k, v in (("train", qa), ("preference_train", pr), ("classification_train", cl)) if v})

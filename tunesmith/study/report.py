@@ -126,13 +126,14 @@ def results_table(results: dict) -> dict:
     tests = _baseline_tests(results, main)
     tested = any(p is not None for p, _ in tests.values())
     best = _best_values(results)
-    header = ["Arm", "Kind"] + [_label(results, c) for c in crits] + ["\u0394 " + _label(results, main).lower()]
+    by_model = len({a.get("model") for a in results.get("arms", [])}) > 1  # several models: the model is a column
+    header = ["Arm"] + ["Model"] * by_model + ["Kind"] + [_label(results, c) for c in crits] + ["\u0394 " + _label(results, main).lower()]
     header += ["p", f"{CORRECTION} p"] if tested else []
     rows, classes = [], []
     for arm in results.get("arms", []):
         status = arm.get("status", "completed")
         kind = arm.get("kind", "") + ("" if status == "completed" else f" ({status})")
-        row = [arm["id"], kind]
+        row = [arm["id"]] + [str(arm.get("model"))] * by_model + [kind]
         for c in crits:
             m = metric(arm, c) if status == "completed" else None
             row.append((fmt_ci(m), "best") if m and m["value"] == best.get(c) else fmt_ci(m) if m else DASH)
@@ -146,6 +147,8 @@ def results_table(results: dict) -> dict:
         classes.append(" ".join(x for x in (status if status != "completed" else "",
                                             "baseline" if is_baseline(results, arm) else "") if x))
     ref = _reference_row(results, crits, tested)
+    if ref and by_model:
+        ref.insert(1, DASH)
     if ref:
         rows.append(ref)
         classes.append("reference")
@@ -161,7 +164,7 @@ def results_table(results: dict) -> dict:
     notes += [f"{(c.get('label') or n)} is a proxy ({c.get('metric')}): similarity to the reference answer, "
               "not a judgement of helpfulness." for n, c in measured_proxies(results).items()]
     notes += _code_notes(results)
-    groups = [("", 2 + len(crits)), (f"vs baseline ({base})" if base else "vs baseline", 3 if tested else 1)]
+    groups = [("", 2 + by_model + len(crits)), (f"vs baseline ({base})" if base else "vs baseline", 3 if tested else 1)]
     return {"caption": "Results per arm (95% intervals)", "header": header, "groups": groups, "rows": rows,
             "row_classes": classes, "notes": notes}
 
@@ -253,7 +256,9 @@ def study_notes(results: dict) -> list[str]:
         out.append(f"Out-of-domain policy: decline with \"{pol.get('decline_message')}\". Prompting arms are told so in their "
                    f"system prompt; training arms learn it from {n} out-of-domain examples in their training data (DPO: as "
                    "pairs preferring the decline).")
-    return out + list(results.get("notes") or [])
+    from tunesmith.study.tasks import criteria_notes
+
+    return out + criteria_notes(results) + list(results.get("notes") or [])
 
 
 def config_table(results: dict) -> dict | None:
@@ -325,6 +330,12 @@ def md_table(t: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _graded(example: dict, arm: str) -> str:
+    """'[score] ' for an answer with a graded correctness (chrF, similarity), else ''."""
+    v = (example.get("scores") or {}).get(arm)
+    return "" if v is None else f"[{fmt_num(v)}] "
+
+
 def _md_examples(results: dict) -> str:
     ex = top_examples(results)
     if not ex:
@@ -337,6 +348,7 @@ def _md_examples(results: dict) -> str:
         for a in arms:
             ok = (e.get("correct") or {}).get(a)
             mark = "" if ok is None else "\u2713 " if ok else "\u2717 "
+            mark = _graded(e, a) or mark
             cells.append(mark + md_escape(_clip((e.get("answers") or {}).get(a, DASH))))
         lines.append(f"| {md_escape(_clip(e.get('question')))} | {md_escape(_clip(e.get('reference')))} | "
                      + " | ".join(cells) + " |")
@@ -497,7 +509,7 @@ def _examples_html(results: dict) -> str:
             ok = (e.get("correct") or {}).get(a)
             cls, mark = ("", "") if ok is None else ("correct", "\u2713") if ok else ("incorrect", "\u2717")
             title = "" if ok is None else f' title="{cls}"'
-            mark_html = f'<span class="mark" aria-label="{cls}">{mark}</span>' if mark else ""
+            mark_html = f'<span class="mark" aria-label="{cls}">{mark}</span>' if mark else _h(_graded(e, a))
             cells.append(f'<td class="{cls}"{title}>{mark_html}{_h(_clip((e.get("answers") or {}).get(a, DASH)))}</td>')
         out.append(f'<tr><th scope="row">{_h(_clip(e.get("question")))}</th><td>{_h(_clip(e.get("reference")))}</td>'
                    + "".join(cells) + "</tr>")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tunesmith.eval.stats import bootstrap_ci, mcnemar, paired_bootstrap, sign_flip_test
 from tunesmith.runs import SCHEMA_VERSION, env_info
+from tunesmith.study.tasks import CORRECTNESS as TASK_CORRECTNESS, EXTRA_METRICS
 
 
 def _samples(path: Path) -> dict[str, dict]:
@@ -23,31 +24,49 @@ def _ci(d: dict | None) -> dict | None:
     return {k: d[k] for k in ("value", "low", "high", "n") if k in d} if d and "value" in d else None
 
 
-# The per-item score behind each test task's correctness figure (the task's primary metric).
-ITEM_SCORE = {"qa": "exact_match", "math": "correct", "classification": "correct", "summarization": "rougeL", "code": "pass@1"}
+# The per-item score behind each test task's correctness figure (see tunesmith.study.tasks).
+ITEM_SCORE = {task: key for task, (_, key, _, _) in TASK_CORRECTNESS.items()}
 
 
-def _item_score(sample: dict) -> float | None:
-    """A sample's correctness: the first per-item score it has of ITEM_SCORE's keys."""
-    return next((sample["scores"][k] for k in ITEM_SCORE.values() if k in sample.get("scores", {})), None)
+def _item_score(sample: dict, key: str | None = None) -> float | None:
+    """A sample's correctness: its `key` score, else the first per-item score it has of ITEM_SCORE's keys."""
+    scores = sample.get("scores", {})
+    if key is not None:
+        return scores.get(key)
+    return next((scores[k] for k in ITEM_SCORE.values() if k in scores), None)
 
 
-def _criteria_of(ev: dict, test_name: str, run: Path) -> tuple[dict, dict]:
-    """(criterion -> value with CI, criterion -> per-item vector keyed by item id or position)."""
+def _per_item_ci(samples: dict, key: str) -> tuple[dict | None, dict]:
+    vec = {i: s["scores"].get(key) for i, s in samples.items()}
+    scored = [x for x in vec.values() if x is not None]
+    return (bootstrap_ci(scored) if scored else None), vec
+
+
+def _criteria_of(ev: dict, test_name: str, run: Path, defs: dict | None = None) -> tuple[dict, dict]:
+    """(criterion -> value with CI, criterion -> per-item vector keyed by item id or position).
+    defs: {"correctness": tasks.correctness(study), "helpfulness_rubric", "not_applicable"}."""
     vals, items = {}, {}
+    defs = defs or {}
+    skip = defs.get("not_applicable") or {}
     qa = ev.get("test")
     if qa:
         samples = _samples(run / "eval" / f"{test_name}.samples.jsonl")
-        vals["correctness"] = _ci(qa["metrics"].get(qa["primary_metric"]))
-        items["correctness"] = {i: _item_score(s) for i, s in samples.items()}
+        corr = defs.get("correctness") or {}
+        metric, key = corr.get("metric", qa["primary_metric"]), corr.get("item_key")
+        if isinstance(qa["metrics"].get(metric), dict):
+            vals["correctness"] = _ci(qa["metrics"][metric])
+            items["correctness"] = {i: _item_score(s, key) for i, s in samples.items()}
+        else:  # a judged correctness (creative: instruction following) is a mean of per-item scores
+            vals["correctness"], items["correctness"] = _per_item_ci(samples, key or metric)
         h = qa.get("helpfulness", {})
-        if "value" in h:
+        rubric = defs.get("helpfulness_rubric", "helpfulness")
+        if "helpfulness" in skip:
+            pass
+        elif "value" in h:
             vals["helpfulness"] = _ci(h)
             items["helpfulness"] = {i: s["scores"].get("reference_similarity") for i, s in samples.items()}
-        elif "helpfulness" in h and h["helpfulness"].get("mean") is not None:
-            scores = [s["scores"].get("judge_helpfulness") for s in samples.values()]
-            vals["helpfulness"] = bootstrap_ci([x for x in scores if x is not None])
-            items["helpfulness"] = {i: s["scores"].get("judge_helpfulness") for i, s in samples.items()}
+        elif rubric in h and h[rubric].get("mean") is not None:
+            vals["helpfulness"], items["helpfulness"] = _per_item_ci(samples, f"judge_{rubric}")
         a = qa.get("adherence")
         if a and a.get("per_item"):
             # Two separate criteria: what the answers to the domain's questions assert is supported
@@ -129,7 +148,7 @@ def _config_diff(arms: list[dict]) -> dict:
     return {aid: {k: f.get(k) for k in varying} for aid, f in flat.items()}
 
 
-def _examples(arms: list[dict], test_name: str, limit: int = 12) -> list[dict]:
+def _examples(arms: list[dict], test_name: str, limit: int = 12, key: str | None = None) -> list[dict]:
     per_arm = {a["id"]: _samples(Path(a["run_dir"]) / "eval" / f"{test_name}.samples.jsonl") for a in arms}
     per_arm = {k: v for k, v in per_arm.items() if v}
     if not per_arm:
@@ -138,11 +157,16 @@ def _examples(arms: list[dict], test_name: str, limit: int = 12) -> list[dict]:
     rows = []
     for i, s in first.items():
         answers = {a: per_arm[a][i]["prediction"] for a in per_arm if i in per_arm[a]}
-        correct = {a: float(_item_score(per_arm[a][i]) or 0.0) for a in per_arm if i in per_arm[a]}
-        k, n = sum(v >= 0.5 for v in correct.values()), len(correct)
+        correct = {a: float(_item_score(per_arm[a][i], key) or 0.0) for a in per_arm if i in per_arm[a]}
         ref = s["reference"]
-        rows.append({"id": i, "question": s["input"], "reference": ref[0] if isinstance(ref, list) else ref,
-                     "answers": answers, "correct": correct, "disagreement": min(k, n - k) / max(n / 2, 1)})
+        row = {"id": i, "question": s["input"], "reference": ref[0] if isinstance(ref, list) else ref, "answers": answers}
+        if all(v in (0.0, 1.0) for v in correct.values()):
+            k, n = sum(v >= 0.5 for v in correct.values()), len(correct)
+            row.update(correct=correct, disagreement=min(k, n - k) / max(n / 2, 1))
+        else:  # a graded score (chrF, similarity) is shown as a number, never as right or wrong
+            top = max(abs(v) for v in correct.values()) or 1.0
+            row.update(scores=correct, disagreement=(max(correct.values()) - min(correct.values())) / top)
+        rows.append(row)
     rows.sort(key=lambda r: -r["disagreement"])
     return rows[:limit]
 
@@ -162,12 +186,15 @@ def _label_counts(run: Path, test_name: str) -> dict | None:
 def _overlap(study) -> int:
     from tunesmith.data.dedup import find_overlap
     from tunesmith.data.schemas import load_dataset, prompt_side_text
-    from tunesmith.eval.config import EvalConfig
     from tunesmith.eval.sources import read_records
+    from tunesmith.study.evaluate import test_eval_cfg
+
+    from tunesmith.eval.tasks import _render_prompt
 
     tr = load_dataset(study.data.train)
-    test = read_records(EvalConfig(data=study.data.test, task=study.eval.task, labels=study.eval.labels))
-    exact, _ = find_overlap([prompt_side_text(r, tr.type) for r in tr.rows()], [str(r.get("prompt", "")) for r in test], 0.95)
+    cfg = test_eval_cfg(study, limit=None)
+    # each test question as the arms are asked it (its template applied; a chat's last user turn)
+    exact, _ = find_overlap([prompt_side_text(r, tr.type) for r in tr.rows()], [_render_prompt(r, cfg) for r in read_records(cfg)], 0.95)
     return len({j for _, j in exact})
 
 
@@ -176,7 +203,11 @@ def build_results(study, jobs, outcomes: dict, *, wall_seconds: float, invocatio
     """results.json's content. wall_seconds: the time spent on every job's current results, over
     all invocations; invocation_seconds: this invocation only (small when results were cached);
     prepared: what the study derived from its data (Prepared.summary)."""
+    from tunesmith.study import tasks
+
     test_name = Path(study.data.test).stem
+    corr = tasks.correctness(study)
+    defs = {"correctness": corr, "helpfulness_rubric": tasks.helpfulness_rubric(study), "not_applicable": tasks.not_applicable(study)}
     shown = [j for j in jobs if j.report]
     baseline = study.baseline or next((j.arm for j in shown if j.kind == "prompting"), shown[0].arm)
     overlap = _overlap(study)
@@ -188,16 +219,19 @@ def build_results(study, jobs, outcomes: dict, *, wall_seconds: float, invocatio
         meta = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else {}
         manifest = json.loads((run / "data_manifest.json").read_text()) if (run / "data_manifest.json").exists() else {}
         ev = o.get("eval", {})
-        vals, vectors[j.id] = _criteria_of(ev, test_name, run) if o["status"] == "completed" else ({}, {})
+        vals, vectors[j.id] = _criteria_of(ev, test_name, run, defs) if o["status"] == "completed" else ({}, {})
         extra = {}
         if ev.get("preference"):
             p = ev["preference"]  # {"accuracy": float, "low", "high", "n", "scores": [0/1 per pair]}
             extra["preference_accuracy"] = {"value": p["accuracy"], "low": p["low"], "high": p["high"], "n": p["n"]}
-        if ev.get("test", {}).get("task") == "qa":
-            # Exact match is strict about form: a right answer in a full sentence scores 0. Token F1
-            # and containment (the reference appears in the answer) show the content.
+        if ev.get("test", {}).get("task") in EXTRA_METRICS:
+            # Beside correctness: qa token F1 and containment (exact match is strict about form);
+            # translation corpus BLEU and chrF; chat ROUGE-L; creative writing's labelled proxies.
             m = ev["test"]["metrics"]
-            extra["answer"] = {k: _ci(m[k]) for k in ("f1", "contains") if isinstance(m.get(k), dict)}
+            extra["answer"] = {k: _ci(m[k]) for k in EXTRA_METRICS[ev["test"]["task"]] if isinstance(m.get(k), dict)}
+        judge = (ev.get("test") or {}).get("helpfulness") or {}
+        if judge.get("rubric_versions"):
+            extra["judge"] = {k: judge.get(k) for k in ("judge", "rubric_versions", "stats")}
         adh = ev.get("test", {}).get("adherence") or {}
         if adh.get("topic_per_item") and adh.get("details") is not None:
             # The secondary adherence figure: answers on the domain's topic (embedding classifier),
@@ -241,20 +275,23 @@ def build_results(study, jobs, outcomes: dict, *, wall_seconds: float, invocatio
         a["vs_start"] = {c: _pair(vectors[a["id"]][c], vectors[start].get(c, {})) for c in vectors[a["id"]]} if start in vectors else {}
         a["pairwise"] = {c: {o["id"]: _pair(vectors[a["id"]][c], vectors[o["id"]].get(c, {})) for o in arms if o["id"] != a["id"] and c in vectors[o["id"]]}
                          for c in vectors[a["id"]]}
-    from tunesmith.eval.scoring import PRIMARY
-
-    criteria = {"correctness": {"label": "Correctness", "metric": PRIMARY[study.eval.task], "task": study.eval.task, "dataset": test_name, "higher_is_better": True,
+    judged = tasks.judged(study)
+    criteria = {"correctness": {"label": "Correctness", "metric": corr["metric"], "measures": corr["measures"], "task": study.eval.task,
+                                "dataset": test_name, "higher_is_better": True, **({"proxy": True} if corr["proxy"] else {}),
                                 **({"tests_shown": study.eval.show_tests is not False} if study.eval.task == "code" else {})},
                 "domain_adherence": {"label": "Domain adherence", "higher_is_better": True,
                                      "metric": "share of answers to in-domain questions whose claims are all in the domain passages for the question"},
-                "helpfulness": {"label": "Helpfulness", "metric": "reference_similarity" if not study.eval.judge_url else "judge_helpfulness",
-                                "proxy": not study.eval.judge_url, "higher_is_better": True},
+                "helpfulness": {"label": "Helpfulness", "metric": "reference_similarity" if not judged else f"judge_{defs['helpfulness_rubric']}",
+                                "proxy": not judged, "higher_is_better": True},
                 "retention": {"label": "General-ability retention", "metric": "probe_accuracy", "higher_is_better": True}}
-    if study.data.ood:
+    not_measured = {k: v for k, v in defs["not_applicable"].items() if k != "ood_policy" or study.data.ood}
+    if study.data.ood and "ood_policy" not in not_measured:
         criteria["ood_policy"] = {"label": "Out-of-domain policy", "higher_is_better": True, "policy": study.policy.out_of_domain,
                                   "metric": f"share of out-of-domain questions handled as the policy says ({study.policy.out_of_domain})"}
     if study.data.classification_test:
         criteria["classification"] = {"label": "Classification accuracy", "metric": "accuracy", "dataset": Path(study.data.classification_test).stem, "higher_is_better": True}
+    for name in not_measured:
+        criteria.pop(name, None)
     from tunesmith import configlib
 
     record_tests(criteria, arms)
@@ -266,7 +303,8 @@ def build_results(study, jobs, outcomes: dict, *, wall_seconds: float, invocatio
             "policy": {"ood": study.policy.out_of_domain, "decline_message": study.policy.decline_message,
                        "told_prompting_arms": study.policy.told(), "examples": study.policy.examples},
             "data_preparation": prepared or {}, "notes": list(study.notes),
-            "criteria": criteria, "baseline": baseline, "arms": arms, "examples": _examples(arms, test_name),
+            "criteria": criteria, "not_measured": not_measured, "baseline": baseline, "arms": arms,
+            "examples": _examples(arms, test_name, key=corr["item_key"]),
             "majority_class": majority_class(study, arms), "tuning": tuning_summary(arms),
             "config_diff": _config_diff(arms), "study_config": configlib.to_dict(study)}
 

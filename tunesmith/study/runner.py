@@ -37,9 +37,14 @@ def validate_data(study, jobs: list[Job]) -> None:
             seen.add(key)
     if study.data.corpus:
         load_dataset(study.data.corpus, "text")
+    import dataclasses
+
+    from tunesmith.eval.tasks import build_items
     from tunesmith.study.evaluate import test_eval_cfg
 
-    read_records(test_eval_cfg(study))
+    cfg = test_eval_cfg(study)
+    # every test item must be one the task can ask and score (fields, conversations, labels)
+    build_items(read_records(cfg), dataclasses.replace(cfg, shots=0), None)
     if study.eval.task == "classification" and any(j.regimen == "head" for j in jobs):
         load_dataset(study.data.test, "classification")  # a head reads {text, label}
     for f, t in ((study.data.classification_test, "classification"), (study.data.preference_test, "preference")):
