@@ -260,3 +260,31 @@ def test_gguf_and_ollama_carry_template_system_and_end_tokens(runs, default_toke
     conv = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"}]
     rendered = "".join(body[0].replace("{{ .Role }}", m["role"]).replace("{{ .Content }}", m["content"]) for m in conv) + body[1]
     assert rendered == default_tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+
+
+def test_cli_export_prints_what_it_wrote(runs, tmp_path, capsys):
+    from tunesmith import cli
+
+    assert cli.main(["export", str(runs["full"]), "--format", "hf", "--quant", "f16", "--out", str(tmp_path / "f16")]) == 0
+    out = capsys.readouterr().out
+    assert "as hf (float16)" in out and "model.safetensors" in out
+
+
+def test_ollama_templates_render_like_the_jinja_ones(default_tokenizer):
+    """The Go templates, expanded by hand for a conversation, give the Jinja template's text."""
+    import re
+
+    from tunesmith.export.ollama import go_template
+    from tunesmith.models.loading import FALLBACK_CHAT_TEMPLATE
+
+    conv = [{"role": "system", "content": "S."}, {"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"},
+            {"role": "user", "content": "Q2"}]
+    jinja = FALLBACK_CHAT_TEMPLATE.replace("add_bos", "false")
+    go = go_template(jinja, default_tokenizer.bos_token, default_tokenizer.eos_token)
+    inner, tail = go.split("{{- range .Messages }}", 1)[1].rsplit("{{- end }}", 1)
+    m = re.fullmatch(r'\{\{- if eq \.Role "system" \}\}(.*)\{\{ else if eq \.Role "user" \}\}(.*)\{\{ else \}\}(.*)\{\{ end \}\}', inner, re.S)
+    branch = {"system": m.group(1), "user": m.group(2), "assistant": m.group(3)}
+    rendered = "".join(branch[x["role"]].replace("{{ .Content }}", x["content"]) for x in conv) + tail
+    assert rendered == default_tokenizer.apply_chat_template(conv, chat_template=jinja, tokenize=False, add_generation_prompt=True)
+    with pytest.raises(TunesmithError, match="no Go template known"):
+        go_template("{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}", None, None)

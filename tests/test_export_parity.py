@@ -37,6 +37,26 @@ def _llama_cpp():
     return llama_cpp
 
 
+def _load_gguf(llama_cpp, path: Path):
+    """llama.cpp's plain CPU kernels, without the extra weight buffers (AMX / repacked layouts):
+    a -march=native build on a VM that reports AMX but cannot run it crashes in q8_0 matmuls
+    (seen here; the Makefile builds without native flags for that reason)."""
+    from llama_cpp import llama as llama_module
+
+    default = llama_module.llama_cpp.llama_model_default_params
+
+    def plain():
+        params = default()
+        params.use_extra_bufts = False
+        return params
+
+    llama_module.llama_cpp.llama_model_default_params = plain
+    try:
+        return llama_cpp.Llama(model_path=str(path), n_ctx=1024, n_threads=2, seed=0, verbose=False)
+    finally:
+        llama_module.llama_cpp.llama_model_default_params = default
+
+
 @pytest.fixture(scope="module")
 def held_out(default_lora_run):
     return default_lora_run.parent.parent / "data" / "qa_test.jsonl"
@@ -73,7 +93,7 @@ def llama_answers(default_lora_run, held_out, tmp_path_factory):
     def answers(quant: str) -> list[str]:
         if quant not in cache:
             res = api.export(default_lora_run, format="gguf", quant=quant, out=root / quant)
-            llm = llama_cpp.Llama(model_path=str(Path(res["out"]) / res["gguf"]), n_ctx=1024, n_threads=2, seed=0, verbose=False)
+            llm = _load_gguf(llama_cpp, Path(res["out"]) / res["gguf"])
             assert llm.chat_format == "chat_template.default"  # the GGUF's own template, not a guessed built-in
             cache[quant] = [llm.create_chat_completion([{"role": "user", "content": q}], temperature=0.0, top_k=1, repeat_penalty=1.0,
                                                        max_tokens=MAX_NEW_TOKENS)["choices"][0]["message"]["content"].strip()
