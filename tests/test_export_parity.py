@@ -124,7 +124,7 @@ def test_q8_0_exact_match_within_5_points(run_eval, llama_answers, held_out):
     same = sum(a == b for a, b in zip(got, _predictions(run_eval)))
     FIGURES["q8_0"] = f"exact match {em:.3f} vs the run's {run_em:.3f}; {same}/{len(refs)} answers identical"
     print(f"\nq8_0: {FIGURES['q8_0']}")
-    assert abs(em - run_em) <= 0.05
+    assert abs(em - run_em) <= 0.05 + 1e-9  # 2 of 40 items is exactly 5 points
 
 
 def test_portable_default_model_run(default_lora_run, tmp_path, monkeypatch):
