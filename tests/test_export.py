@@ -288,3 +288,22 @@ def test_ollama_templates_render_like_the_jinja_ones(default_tokenizer):
     assert rendered == default_tokenizer.apply_chat_template(conv, chat_template=jinja, tokenize=False, add_generation_prompt=True)
     with pytest.raises(TunesmithError, match="no Go template known"):
         go_template("{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}", None, None)
+
+
+def test_base_without_chat_template_exports_tunesmiths_fallback(tmp_path, tiny_model_dir, demo_dir, runs):
+    """A base model with no chat template trains on tunesmith's fallback template; the export carries it."""
+    from tunesmith.answering import Answering
+    from tunesmith.data.templating import prompt_text
+    from tunesmith.models.loading import load_tokenizer
+
+    bare = tmp_path / "bare-base"
+    shutil.copytree(tiny_model_dir, bare)
+    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    tc = json.loads((bare / "tokenizer_config.json").read_text())
+    tc.pop("chat_template", None)
+    (bare / "tokenizer_config.json").write_text(json.dumps(tc))
+    run = _sft(tmp_path, bare, demo_dir, "on-bare")
+    out = Path(api.export(run, format="hf")["out"])
+    res = _transformers_only(out, [{"role": "user", "content": QUESTIONS[0]}], 1)
+    assert "### User:" in res["text"] and res["text"].startswith(SYSTEM)
+    assert res["text"] == prompt_text(load_tokenizer(str(run)), Answering.of(run).messages(QUESTIONS[:1])[0])
