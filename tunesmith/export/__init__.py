@@ -111,6 +111,10 @@ def _write_modelfile(stage: Path, dst: Path, info: dict, system: str | None) -> 
     from tunesmith.export.ollama import modelfile
 
     tok = AutoTokenizer.from_pretrained(stage)
+    if not system:  # a template's own default system message (SmolLM2 has one) must not get lost
+        probe = tok.apply_chat_template([{"role": "user", "content": "?"}], tokenize=False)
+        if probe.startswith("<|im_start|>system\n"):
+            system = probe[len("<|im_start|>system\n"):].split("<|im_end|>", 1)[0]
     stops = [tok.convert_ids_to_tokens(i) for i in info["eos_token_ids"]]
     text = modelfile(info["gguf"], tok.chat_template, system, stops, tok.bos_token, tok.eos_token)
     write_text_atomic(dst / "Modelfile", text)
