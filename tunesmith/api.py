@@ -199,3 +199,12 @@ def compare(a: str, b: str, *, dataset: str | None = None) -> dict:
     from tunesmith.eval.compare import compare as _compare
 
     return _compare(a, b, dataset=dataset)
+
+
+def export(run: str | Path, *, format: str, quant: str | None = None, out: str | Path | None = None,
+           overwrite: bool = False) -> dict:
+    """Export a finished run as `hf` (merged Hugging Face directory), `gguf` or `ollama`
+    (GGUF + Modelfile), with a model card; see tunesmith.export and docs/export.md."""
+    from tunesmith.export import export as _export
+
+    return _export(run, format=format, quant=quant, out=out, overwrite=overwrite)

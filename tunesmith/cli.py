@@ -171,6 +171,20 @@ def cmd_generate(a) -> int:
     return 0
 
 
+def cmd_export(a) -> int:
+    from tunesmith import api
+
+    res = api.export(a.run, format=a.format, quant=a.quant, out=a.out, overwrite=a.overwrite)
+    what = res.get("file_type") or res.get("dtype")
+    print(f"exported {a.run} as {res['format']} ({what}) to {res['out']}")
+    for f in res["files"]:
+        print(f"  {f['path']}\t{f['bytes'] / 2**20:.1f} MiB")
+    if res.get("gguf"):
+        types = ", ".join(f"{k} x{v}" for k, v in sorted(res.get("tensor_types", {}).items()))
+        print(f"{res['gguf']}: {res['size_bytes'] / 2**20:.1f} MiB, file type {res['file_type']} (tensors: {types})")
+    return 0
+
+
 def cmd_chat(a) -> int:
     from tunesmith.answering import Answerer
     from tunesmith.generation import GenerationSettings
@@ -347,6 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-new-tokens", type=TOKENS, default=128)
     g.add_argument("--temperature", type=TEMPERATURE, default=0.0, help="0 = greedy")
     g.set_defaults(fn=cmd_generate)
+
+    x = sub.add_parser("export", help="export a run as a Hugging Face directory, a GGUF file or an Ollama Modelfile + GGUF")
+    x.add_argument("run", help="run directory (runs/<name>)")
+    x.add_argument("--format", required=True, choices=["hf", "gguf", "ollama"])
+    x.add_argument("--quant", help="hf: f32 (default), f16, bf16; gguf/ollama: f16 (default), bf16, q8_0, f32")
+    x.add_argument("--out", help="target folder (default: <run>/export/<format>[-<quant>])")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing target folder")
+    x.set_defaults(fn=cmd_export)
 
     ch = sub.add_parser("chat", help="interactive chat with streaming replies")
     ch.add_argument("model")

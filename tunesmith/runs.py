@@ -186,7 +186,9 @@ def start_run(cfg, *, regimen: str, files: dict, counts: dict, data_info: dict |
     write_text_atomic(run / "config.yaml", configlib.dump_yaml(cfg))
     write_json_atomic(run / "env.json", env_info())
     write_json_atomic(run / "data_manifest.json", data_manifest(files, counts, data_info))
+    from tunesmith.models.loading import base_record
+
     update_run(run, schema_version=SCHEMA_VERSION, name=cfg.name, regimen=regimen, base_model=cfg.start_model,
-               init_from=cfg.init_from, chain=chain_of(cfg.start_model), trains_weights=trains_weights,
+               base=base_record(cfg.start_model), init_from=cfg.init_from, chain=chain_of(cfg.start_model), trains_weights=trains_weights,
                status="running", seed=cfg.seed)
     return run

@@ -85,9 +85,8 @@ def convert_gguf(gguf: Path) -> Path:
             del model.config.quantization_config
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        (tmp / "tunesmith_source.json").write_text(
-            json.dumps({"gguf": str(gguf.resolve()), "sha256": sha256_file(gguf)}, indent=2)
-        )
+        (tmp / "tunesmith_source.json").write_text(json.dumps(
+            {"gguf": str(gguf.resolve()), "sha256": sha256_file(gguf), "file_type": gguf_file_type(gguf)}, indent=2))
         try:
             os.replace(tmp, target)  # atomic: a concurrent converter may have won; keep theirs
         except OSError:
@@ -96,6 +95,36 @@ def convert_gguf(gguf: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def gguf_file_type(gguf: Path) -> str:
+    """The quantization a GGUF file was written with, e.g. "Q4_1" (from general.file_type)."""
+    import gguf as gguf_pkg
+
+    try:
+        field = gguf_pkg.GGUFReader(gguf).fields["general.file_type"]
+        name = gguf_pkg.LlamaFileType(int(field.parts[field.data[0]][0])).name
+    except Exception:  # an unknown or missing file type must not stop a conversion
+        return "unknown"
+    return name.removeprefix("MOSTLY_")
+
+
+def gguf_source(converted: Path) -> dict:
+    """tunesmith_source.json of a converted GGUF: the GGUF's path, sha256 and file type (the
+    file type is added here, once, for conversions made before it was recorded)."""
+    src = Path(converted) / "tunesmith_source.json"
+    if not src.exists():
+        return {}
+    info = json.loads(src.read_text())
+    if "file_type" not in info and Path(info.get("gguf", "")).is_file():
+        from tunesmith.atomic import write_json_atomic
+
+        info["file_type"] = gguf_file_type(Path(info["gguf"]))
+        try:
+            write_json_atomic(src, info)
+        except OSError:
+            pass  # a read-only cache: recomputed next time
+    return info
 
 
 @dataclass
@@ -170,12 +199,68 @@ def _locate_base(spec: str, run_dir: Path) -> str:
     return spec
 
 
+def base_record(spec: str) -> dict:
+    """What run.json records of a run's base model, so that the run directory can be checked
+    (and resolved) on another machine: a built-in by name plus the sha256 of its GGUF and the
+    quantization its float weights were dequantized from; a GGUF file or Hugging Face directory
+    by path and content hash; a run by its spec and that run's own record."""
+    spec = str(spec)
+    p = Path(spec).expanduser()
+    if p.is_dir() and (p / "run.json").exists():
+        return {"run": spec, "base": json.loads((p / "run.json").read_text()).get("base")}
+    ref = resolve_model(spec)
+    if ref.kind in ("builtin", "gguf"):
+        src = gguf_source(ref.path)
+        key = {"builtin": spec} if ref.kind == "builtin" else {"gguf": str(p.resolve())}
+        return {**key, "gguf_sha256": src.get("sha256"), "dequantized_from": f"{src.get('file_type', 'unknown')} GGUF"}
+    return {"path": str(p.resolve()), "sha256": _dir_sha256(p)}
+
+
+_HASHES: dict[tuple, str] = {}
+_WARNED: set[tuple] = set()  # one warning per run and problem
+
+
+def _dir_sha256(p: Path) -> str:
+    """Content hash of a model file or directory, memoised per process by path, size and mtime."""
+    from tunesmith.data.io import file_sha256
+
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    key = (str(p.resolve()), tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    if key not in _HASHES:
+        _HASHES[key] = file_sha256(p)
+    return _HASHES[key]
+
+
+def base_mismatch(meta: dict, ref: "ModelRef") -> str | None:
+    """Why the base model found here is not the one the run was trained on (None when it is,
+    or when the run predates base records)."""
+    rec = meta.get("base") or {}
+    if rec.get("gguf_sha256"):
+        have = gguf_source(ref.path).get("sha256")
+        if have and have != rec["gguf_sha256"]:
+            name = rec.get("builtin") or rec.get("gguf")
+            return (f"base model {name}: this machine's GGUF has sha256 {have[:12]}..., the run was trained on "
+                    f"{rec['gguf_sha256'][:12]}... (another version of the model); answers may differ from what was measured")
+    elif rec.get("sha256") and ref.kind == "hf":
+        have = _dir_sha256(ref.path)
+        if have != rec["sha256"]:
+            return (f"base model {rec.get('path')}: its files have sha256 {have[:12]}..., the run was trained on "
+                    f"{rec['sha256'][:12]}...; answers may differ from what was measured")
+    return None
+
+
 def _resolve_run(run_dir: Path) -> ModelRef:
     meta = json.loads((run_dir / "run.json").read_text())
     if meta.get("regimen") == "head":
         raise TunesmithError(f"{run_dir} is a classification-head run: it predicts labels, not text; use `tunesmith eval {run_dir} --task classification`")
     base_spec = _locate_base(meta["base_model"], run_dir)
     ref = resolve_model(base_spec)
+    problem = base_mismatch(meta, ref)
+    if problem and (str(run_dir), problem) not in _WARNED:
+        from tunesmith.rundir import warn
+
+        _WARNED.add((str(run_dir), problem))
+        warn(f"{run_dir}: {problem}")
     model_dir = run_dir / "model"
     if not meta.get("trains_weights", True):
         # A prompting or retrieval "run" adds no weights: it is its base model (itself possibly a run).

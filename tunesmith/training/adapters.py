@@ -6,6 +6,7 @@ Any regimen that trains weights calls `apply_adapter` and, at the end, `save_mod
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -101,6 +102,21 @@ def param_groups(model, weight_decay: float) -> list[dict]:
     return groups
 
 
+def portable_adapter_config(model_dir: Path, run_json: Path) -> None:
+    """Name an adapter's base as the run does (a built-in name, a run or the path the user gave),
+    not by the absolute cache path peft writes, so that the run directory loads on another machine."""
+    cfg_path, run_json = Path(model_dir) / "adapter_config.json", Path(run_json)
+    if not (cfg_path.exists() and run_json.exists()):
+        return
+    base = json.loads(run_json.read_text()).get("base_model")
+    if base:
+        from tunesmith.atomic import write_json_atomic
+
+        cfg = json.loads(cfg_path.read_text())
+        cfg["base_model_name_or_path"] = str(base)
+        write_json_atomic(cfg_path, cfg)
+
+
 def save_model(model, tokenizer, out_dir: Path) -> Path:
     """Write the trained model (adapter only for peft models) and tokenizer, atomically."""
     out_dir = Path(out_dir)
@@ -109,6 +125,7 @@ def save_model(model, tokenizer, out_dir: Path) -> Path:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        portable_adapter_config(tmp, out_dir.parent / "run.json")
         if out_dir.exists():
             old = out_dir.with_name(out_dir.name + ".old")
             remove_tree(old, out_dir.parent)
