@@ -169,6 +169,10 @@ def run_pair(name: str, make, work: Path, model: str, trials: int, quick: bool) 
     return out
 
 
+def _num(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def render(rows: list[dict]) -> str:
     from tunesmith.study.report import md_table, results_table
     from tunesmith.study.tuning import tuning_table
@@ -179,10 +183,14 @@ def render(rows: list[dict]) -> str:
         if r["experiment"] == "search":
             s = r["summary"]
             best = s.get("best") or {}
+            states = ", ".join(f"{n} {k}" for k, n in s["states"].items())
+            params = ", ".join(f"`{k}` {_num(v)}" for k, v in (best.get("params") or {}).items())
+            imp = s.get("importances")
+            imp = ", ".join(f"`{k}` {v:.2f}" for k, v in imp.items()) if imp else "too few completed trials"
             lines += [f"### LoRA SFT search on the demo domain ({r['trials']} trials)", "",
-                      f"- Wall time {fmt_duration(r['wall_seconds'])}; {s['states']}; best trial {best.get('trial')}: "
-                      f"{s['metric']} {best.get('value')} with {best.get('params')}",
-                      f"- Importances (PED-ANOVA): {s.get('importances') or 'too few completed trials'}", "", r["table"], ""]
+                      f"- Wall time {fmt_duration(r['wall_seconds'])} ({states}; sampler {s.get('sampler')}, pruner {s.get('pruner')})",
+                      f"- Best: trial {best.get('trial')}, {s['metric']} {_num(best.get('value'))} with {params}",
+                      f"- Parameter importances (Optuna's PED-ANOVA): {imp}", "", r["table"], ""]
             continue
         lines += [f"### {r['experiment']}: untuned vs every arm tuned ({r['trials']} trials per arm)", ""]
         for which in ("untuned", "tuned"):
