@@ -173,3 +173,23 @@ def test_holm_by_hand():
     assert stats.holm([]) == [] and stats.holm([None]) == [None]
     # raw 0.04995 and 0.03 over 2 comparisons: 0.03 x 2 = 0.06 first, then max(0.06, 0.04995 x 1) = 0.06
     assert stats.holm([0.04995, 0.03]) == pytest.approx([0.06, 0.06])
+
+
+def test_bias_corrected_interval_covers_distinct_n():
+    """Resampling answers with replacement repeats some, which adds no new n-grams: distinct-n's
+    plain percentile interval lies below the observed value; the bias-corrected one is shifted by
+    (mean over resamples - observed) and covers it."""
+    import numpy as np
+
+    from tunesmith.eval.metrics import distinct_n
+    from tunesmith.eval.stats import _resampled, bootstrap_ci
+
+    texts = [f"answer number {i} says something {i % 3}" for i in range(30)]
+    stat = lambda ps: distinct_n(ps, 2)  # noqa: E731
+    plain = bootstrap_ci(texts, statistic=stat, n_resamples=200, seed=0)
+    fixed = bootstrap_ci(texts, statistic=stat, n_resamples=200, seed=0, bias_corrected=True)
+    assert plain["high"] < plain["value"]  # the defect: the interval misses the value
+    assert fixed["low"] <= fixed["value"] <= fixed["high"]
+    observed, stats = _resampled(texts, stat, 200, 0)
+    bias = float(np.mean(stats)) - observed
+    assert fixed["low"] == pytest.approx(plain["low"] - bias) and fixed["high"] == pytest.approx(plain["high"] - bias)

@@ -86,10 +86,12 @@ def score(task: str, items, samples: list[list[str]], cfg, *, progress: bool = F
             metrics[name] = bootstrap_ci(pairs, statistic=lambda ps, fn=fn: fn([p for p, _ in ps], [it.refs for _, it in ps]),
                                          n_resamples=min(cfg.bootstrap, 300), seed=cfg.seed)
     if task == "creative":
-        # Diversity across answers: distinct n-grams pooled over the arm's answers, resampled by item.
+        # Diversity across answers: distinct n-grams pooled over the arm's answers, resampled by
+        # item. A resample repeats answers, which adds no new n-grams: the plain percentile interval
+        # sits below the observed value, so it is shifted by the bootstrap's bias estimate.
         for n in (1, 2):
             metrics[f"distinct_{n}"] = bootstrap_ci(preds, statistic=lambda ps, n=n: M.distinct_n(ps, n),
-                                                    n_resamples=min(cfg.bootstrap, 300), seed=cfg.seed)
+                                                    n_resamples=min(cfg.bootstrap, 300), seed=cfg.seed, bias_corrected=True)
     return per_item, metrics, extra
 
 

@@ -73,16 +73,24 @@ def bootstrap_ci(
     n_resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    bias_corrected: bool = False,
 ) -> dict[str, float]:
     """Percentile-bootstrap CI over items: {"value", "low", "high", "n"}.
 
     With `statistic=None`, `values` are per-item scores and the statistic is their mean
     (vectorised). Otherwise `values` may be any items and `statistic(list_of_items)` is
     recomputed on each resample, e.g. corpus BLEU over (prediction, references) pairs.
+    `bias_corrected` shifts the interval by the bootstrap's estimate of the statistic's bias
+    (mean over resamples minus the observed value): for statistics that resampling with
+    replacement pushes one way, such as distinct-n (a repeated answer adds no new n-grams), whose
+    plain percentile interval can miss the observed value altogether.
     """
     _check(len(values), n_resamples, confidence)
     observed, stats = _resampled(values, statistic, n_resamples, seed)
     low, high = _percentiles(stats, confidence)
+    if bias_corrected:
+        bias = float(stats.mean()) - observed
+        low, high = low - bias, high - bias
     return {"value": observed, "low": low, "high": high, "n": len(values)}
 
 
