@@ -66,7 +66,8 @@ def runs(tmp_path_factory, tiny_model_dir, demo_dir):
 def server(runs):
     from tunesmith.serve import BackgroundServer, build
 
-    engine = build(list(runs.values()), list(runs))
+    # fp32: LoRA runs on one base share its weights (in bf16 each run is a merged copy)
+    engine = build(list(runs.values()), list(runs), precision="fp32")
     with BackgroundServer(engine) as srv:
         srv.client = openai.OpenAI(base_url=srv.base_url, api_key="unused", max_retries=0, timeout=120)
         yield srv
@@ -88,7 +89,7 @@ def test_served_answers_equal_evaluated_and_lora_runs_share_the_base(server, run
     assert models["prompt"].answerer.model is models["tiny"].answerer.model  # a prompt run on the base: same weights
     settings = GenerationSettings(max_new_tokens=6)
     for name in ("lora-a", "lora-b", "prompt", "tiny"):
-        expected = Answerer.load(runs[name]).answer(Q[:3], settings)
+        expected = Answerer.load(runs[name], precision="fp32").answer(Q[:3], settings)
         assert [_ask(server.client, name, q) for q in Q[:3]] == expected, name
     # the prompt run's recipe shapes the request exactly as evaluation's messages
     from tunesmith.answering import Answering
@@ -100,6 +101,25 @@ def test_served_answers_equal_evaluated_and_lora_runs_share_the_base(server, run
     scores = [server.client.completions.create(model=m, prompt=Q[0], max_tokens=0, echo=True, logprobs=0).choices[0].logprobs.token_logprobs[-1]
               for m in ("tiny", "lora-a", "lora-b")]
     assert len({round(s, 5) for s in scores}) == 3
+
+
+def test_bf16_serving_merges_each_lora_run_and_answers_as_bf16_evaluation(runs):
+    import torch
+
+    from tunesmith.answering import Answerer
+    from tunesmith.generation import GenerationSettings
+    from tunesmith.serve import BackgroundServer, build
+
+    engine = build([runs["lora-a"], runs["lora-b"]], ["lora-a", "lora-b"], precision="bf16")
+    a, b = engine.models["lora-a"].answerer.model, engine.models["lora-b"].answerer.model
+    assert a is not b and not hasattr(a, "peft_config")  # merged, one copy per run
+    assert {p.dtype for p in a.parameters()} == {torch.bfloat16}
+    settings = GenerationSettings(max_new_tokens=6)
+    with BackgroundServer(engine) as srv:
+        client = openai.OpenAI(base_url=srv.base_url, api_key="unused", max_retries=0, timeout=120)
+        for name in ("lora-a", "lora-b"):
+            expected = Answerer.load(runs[name], precision="bf16").answer(Q[:3], settings)
+            assert [_ask(client, name, q) for q in Q[:3]] == expected, name
 
 
 def test_batched_greedy_equals_single_and_streaming_equals_plain(server):

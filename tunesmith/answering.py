@@ -96,16 +96,20 @@ class Answerer:
     max_length: int = 512  # head runs: texts are truncated to this many tokens, as in training
 
     @classmethod
-    def load(cls, spec: str | Path, device: str | None = None) -> "Answerer":
+    def load(cls, spec: str | Path, device: str | None = None, precision: str = "auto") -> "Answerer":
+        """`precision`: fp32, bf16, or auto (bf16 where the hardware has bf16 units). In bf16 a
+        LoRA adapter is merged into the base first (in float32), so that no float32 side path
+        slows decoding and the weights are those an HF export holds."""
         how = Answering.of(spec)
         if how.is_head:
             from tunesmith.models.classifier import load_head
 
             model, tok, labels, max_length = load_head(how.run_dir, device=device)
             return cls(how, model, tok, labels=labels, max_length=max_length)
-        from tunesmith.models.loading import load_model
+        from tunesmith.models.loading import inference_precision, load_model
 
-        model, tok, ref = load_model(how.spec)
+        precision = inference_precision(precision, device)
+        model, tok, ref = load_model(how.spec, merge_adapter=precision == "bf16", precision=precision)
         if device is not None:
             model.to(device)
         return cls(how, model, tok, ref)

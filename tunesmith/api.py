@@ -119,13 +119,13 @@ def preview_data(path, *, type: str | None = None, model: str = "smollm2-135m-in
 
 
 def generate(model: str, prompts: list[str], *, system: str | None = None, max_new_tokens: int = 128,
-             temperature: float = 0.0, batch_size: int = 16) -> list:
+             temperature: float = 0.0, batch_size: int = 16, precision: str = "auto") -> list:
     """Answers to prompts, as the run answers (its system prompt or recipe). For a
     classification-head run: {label, probability, probabilities} per prompt."""
     from tunesmith.answering import Answerer
     from tunesmith.generation import GenerationSettings
 
-    answerer = Answerer.load(model)
+    answerer = Answerer.load(model, precision=precision)
     if answerer.how.is_head:
         return answerer.classify(prompts, batch_size=batch_size)
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature)
@@ -133,7 +133,7 @@ def generate(model: str, prompts: list[str], *, system: str | None = None, max_n
 
 
 def serve(models: list[str], *, host: str = "127.0.0.1", port: int = 8000, api_key_env: str | None = None,
-          names: list[str] | None = None, max_batch: int = 32, max_queue: int = 256) -> None:
+          names: list[str] | None = None, max_batch: int = 32, max_queue: int = 256, precision: str = "auto") -> None:
     """Serve runs and models over an OpenAI-compatible HTTP API until SIGINT/SIGTERM (see
     docs/serving.md). Each is a model name (its directory's name, or the matching entry of
     `names`); requests are answered as the run answers in evaluation. With `api_key_env`,
@@ -148,7 +148,7 @@ def serve(models: list[str], *, host: str = "127.0.0.1", port: int = 8000, api_k
         if not api_key:
             raise TunesmithError(f"--api-key-env {api_key_env}: the environment variable is unset or empty; "
                                  f"export {api_key_env}=<key> first")
-    engine = build(list(models), names, max_batch=max_batch, max_queue=max_queue)
+    engine = build(list(models), names, max_batch=max_batch, max_queue=max_queue, precision=precision)
     print(f"serving {', '.join(engine.models)} on http://{host}:{port}/v1" + (" (API key required)" if api_key else ""), flush=True)
     run(engine, host=host, port=port, api_key=api_key)
 

@@ -56,6 +56,7 @@ def _number(kind: type, low: float, high: float):
 COUNT = _number(int, 1, 1_000_000_000)
 TOKENS = _number(int, 1, 131072)
 TEMPERATURE = _number(float, 0.0, 100.0)
+PRECISION_HELP = "weights' precision: auto (default; bf16 where the CPU or GPU multiplies bf16 natively, as evaluation does), fp32, bf16"
 
 
 def _fields_arg(items: list[str]) -> dict[str, str] | None:
@@ -163,7 +164,8 @@ def cmd_data_preview(a) -> int:
 def cmd_generate(a) -> int:
     from tunesmith import api
 
-    for out in api.generate(a.model, a.prompt, system=a.system, max_new_tokens=a.max_new_tokens, temperature=a.temperature):
+    for out in api.generate(a.model, a.prompt, system=a.system, max_new_tokens=a.max_new_tokens, temperature=a.temperature,
+                            precision=a.precision):
         if isinstance(out, dict):  # a classification-head run: the label and its probability
             print(f"{out['label']}\t{out['probability']:.4f}")
         else:
@@ -189,7 +191,7 @@ def cmd_chat(a) -> int:
     from tunesmith.answering import Answerer
     from tunesmith.generation import GenerationSettings
 
-    answerer = Answerer.load(a.model)
+    answerer = Answerer.load(a.model, precision=a.precision)
     answerer._causal()
     # The run's recipe or system prompt is applied by Answering.chat on every turn; a --system
     # given here replaces the run's, as for eval and generate.
@@ -295,7 +297,7 @@ def cmd_serve(a) -> int:
     from tunesmith import api
 
     api.serve(a.model, host=a.host, port=a.port, api_key_env=a.api_key_env, names=a.name or None,
-              max_batch=a.max_batch, max_queue=a.max_queue)
+              max_batch=a.max_batch, max_queue=a.max_queue, precision=a.precision)
     return 0
 
 
@@ -360,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--system", help="system prompt (default: the one the run was trained with)")
     g.add_argument("--max-new-tokens", type=TOKENS, default=128)
     g.add_argument("--temperature", type=TEMPERATURE, default=0.0, help="0 = greedy")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help=PRECISION_HELP)
     g.set_defaults(fn=cmd_generate)
 
     x = sub.add_parser("export", help="export a run as a Hugging Face directory, a GGUF file or an Ollama Modelfile + GGUF")
@@ -375,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--system")
     ch.add_argument("--max-new-tokens", type=TOKENS, default=256)
     ch.add_argument("--temperature", type=TEMPERATURE, default=0.0)
+    ch.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help=PRECISION_HELP)
     ch.set_defaults(fn=cmd_chat)
 
     e = sub.add_parser("eval", help="evaluate a model or run on a dataset (`tunesmith eval compare A B` compares two)")
@@ -431,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--api-key-env", metavar="VAR", help="require 'Authorization: Bearer $VAR' on every /v1 request")
     sv.add_argument("--max-batch", type=_number(int, 1, 1024), default=32, help="most prompts generated together (default 32)")
     sv.add_argument("--max-queue", type=_number(int, 1, 100000), default=256, help="waiting requests beyond which the server answers 503 (default 256)")
+    sv.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help=PRECISION_HELP)
     sv.set_defaults(fn=cmd_serve)
     return p
 

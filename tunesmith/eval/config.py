@@ -61,6 +61,9 @@ class EvalConfig:
     code_timeout_s: float = option(10.0, "code: wall-clock limit per test run", minimum=0.1, maximum=86400.0)
     show_tests: bool | None = option(None, "code: show the tests in the prompt (MBPP convention) or not (HumanEval: the tests only grade); unset: shown by the default prompt, or as a custom prompt's {tests} says")
     batch_size: int = option(16, "Prompts generated together", minimum=1, maximum=65536)
+    precision: Literal["auto", "fp32", "bf16"] = option(
+        "auto", "Weights' precision for generation and scoring: auto = bf16 where the hardware multiplies bf16 natively "
+        "(CPUs with AVX512-BF16 or AMX, CUDA GPUs with bf16), fp32 elsewhere; a LoRA adapter is merged first")
     bootstrap: int = option(1000, "Bootstrap resamples for confidence intervals", minimum=100, maximum=1_000_000)
     domain_corpus: str | None = option(None, "Domain corpus (text dataset): enables the domain-adherence score of answers")
     ood_data: str | None = option(None, "Out-of-domain questions (prompt field): scored for the out-of-domain policy")

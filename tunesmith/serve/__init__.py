@@ -27,13 +27,14 @@ __all__ = ["BackgroundServer", "Engine", "build", "run"]
 GRACEFUL_S = 300  # longest wait for in-flight requests on shutdown
 
 
-def build(models: list[str], names: list[str] | None = None, *, max_batch: int = 32, max_queue: int = 256) -> Engine:
+def build(models: list[str], names: list[str] | None = None, *, max_batch: int = 32, max_queue: int = 256,
+          precision: str = "auto") -> Engine:
     """Load every model (once per shared base) and return the engine serving them under their names."""
     from tunesmith.errors import TunesmithError
 
     if not models:
         raise TunesmithError("serve: name at least one run directory or model")
-    return Engine(load_models([str(m) for m in models], names), max_batch=max_batch, max_queue=max_queue)
+    return Engine(load_models([str(m) for m in models], names, precision), max_batch=max_batch, max_queue=max_queue)
 
 
 def _config(engine: Engine, host: str, port: int, api_key: str | None, log_level: str):

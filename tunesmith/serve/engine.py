@@ -102,17 +102,20 @@ def model_names(specs: list[str], names: list[str] | None = None) -> list[str]:
     return out
 
 
-def load_models(specs: list[str], names: list[str] | None = None) -> dict[str, Served]:
-    """Load every spec once; LoRA (and weightless) runs on one base directory share its weights."""
-    from tunesmith.models.loading import load_model, load_tokenizer, resolve_model
+def load_models(specs: list[str], names: list[str] | None = None, precision: str = "auto") -> dict[str, Served]:
+    """Load every spec once. In fp32, LoRA (and weightless) runs on one base directory share its
+    weights; in bf16 each run gets its own merged copy, as evaluation loads it (an adapter kept
+    in float32 beside a bf16 base would answer slightly differently from what was measured)."""
+    from tunesmith.models.loading import inference_precision, load_model, load_tokenizer, resolve_model
 
     names = model_names(specs, names)
+    precision = inference_precision(precision)
     served: dict[str, Served] = {}
     groups: dict[str, list[tuple[str, str, Answering, Any]]] = collections.defaultdict(list)
     for name, spec in zip(names, specs):
         how = Answering.of(spec)
-        if how.is_head:
-            served[name] = Served(name, spec, Answerer.load(spec))
+        if how.is_head or precision == "bf16":
+            served[name] = Served(name, spec, Answerer.load(spec, precision=precision))
             continue
         ref = resolve_model(spec)
         if ref.base is not None or ref.full_weights is not None:  # stacked chain or full weights: own copy
