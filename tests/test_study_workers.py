@@ -223,3 +223,35 @@ def test_an_unwritable_study_directory_is_one_line(serial, tmp_path):
                         "--set", f"output_dir={blocker}"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert p.stderr.strip().startswith(f"error: study directory {blocker}/s: not writable")
+
+
+def test_tuned_arms_search_on_workers_with_the_serial_outcome(tmp_path, tiny_model_dir, demo_dir, monkeypatch):
+    """The searches of tuned arms run on the workers too (one per arm, at once), and pick what
+    the serial searches pick."""
+    from tunesmith.study.config import load_study_config
+    from tunesmith.study.fanout import FanOut
+    from tunesmith.study.runner import run_study
+
+    space = tmp_path / "few.yaml"
+    space.write_text(yaml.safe_dump({"defaults": False, "params": {"prompting.shots": {"choices": [1, 2]}}}))
+    d = _study(tiny_model_dir, demo_dir)
+    d["arms"] = [{"name": "zero-shot", "regimen": "prompt"}, {"name": "few-shot", "regimen": "prompt", "tune": {"space": str(space)}},
+                 {"name": "few-shot-b", "regimen": "prompt", "tune": {"space": str(space)}}]
+    d["tune_trials"] = 2
+    got = {}
+    for how, fan in (("serial", None), ("workers", FanOut(workers=2))):
+        (tmp_path / how).mkdir()
+        monkeypatch.chdir(tmp_path / how)
+        res = run_study(load_study_config(None, base=d), progress=False, fanout=fan)["results"]
+        got[how] = {a["id"]: (a["tuning"] and (a["tuning"]["params"], a["tuning"]["value"]), a["results"]) for a in res["arms"]}
+    assert got["workers"] == got["serial"]
+    assert got["serial"]["few-shot"][0][0]["prompting.shots"] in (1, 2)
+
+
+def test_a_ray_address_with_no_cluster_is_one_line(serial, tmp_path):
+    pytest.importorskip("ray")
+    root, _ = serial
+    p = subprocess.run([sys.executable, "-m", "tunesmith", "study", str(root / "study.yaml"), "--ray", f"127.0.0.1:{_free_port()}"],
+                       cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "no Ray cluster answers there" in p.stderr.strip().splitlines()[-1]

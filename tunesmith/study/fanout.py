@@ -164,6 +164,20 @@ def check_writable(sdir: Path) -> None:
                              "you can write to (with --ray: on storage every node mounts at the same path)") from None
 
 
+def _reachable(address: str) -> None:
+    """A host:port that nothing answers on is a one-line error now: ray.init would retry for minutes."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in address:
+        return  # "auto", or a form ray.init resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as e:
+        raise TunesmithError(f"--ray {address}: no Ray cluster answers there ({e.strerror or e}); start one with "
+                             "`ray start --head --port PORT` and pass HOST:PORT") from None
+
+
 class RayPool:
     """Arms as Ray tasks on a running cluster; as many at once as its CPUs allow."""
 
@@ -176,6 +190,7 @@ class RayPool:
 
         self.ray = ray
         check_writable(sdir)
+        _reachable(address)
         try:
             # log_to_driver off: the study prints one line per arm; workers' logs stay in Ray's session folder.
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, configure_logging=True)
