@@ -109,6 +109,7 @@ def _worker_training(folder: Path, p: subprocess.Popen) -> int | None:
     return None
 
 
+@pytest.mark.slow
 def test_workers_match_serial_and_survive_a_killed_worker_and_ctrl_c(serial):
     root, ref = serial
     folder = root / "workers"
@@ -185,6 +186,7 @@ def ray_cluster():
         shutil.rmtree(temp, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_ray_cluster_matches_serial(serial, ray_cluster):
     root, ref = serial
     out = _run(root / "ray", "--ray", ray_cluster)

@@ -116,7 +116,8 @@ class LocalPool:
         try:
             return fut.result()
         except BrokenProcessPool:
-            raise TunesmithError(f"a worker process died (killed, or out of memory) while arm {name} was running; "
+            # Every running arm's future fails alike, so the dead worker's arm cannot be named.
+            raise TunesmithError("a worker process died (killed, or out of memory) while arms were running; "
                                  "finished arms are kept: run the same command again to continue") from None
 
     def close(self) -> None:
