@@ -130,7 +130,7 @@ def test_workers_match_serial_and_survive_a_killed_worker_and_ctrl_c(serial):
     _wait(lambda: len(json.loads((sdir / "timing.json").read_text()) if (sdir / "timing.json").exists() else {}) > len(done), p)
     os.killpg(p.pid, signal.SIGINT)
     out, _ = p.communicate(timeout=300)
-    assert p.returncode == 130 and "Traceback" not in out, out
+    assert p.returncode == 130 and "Traceback" not in out and "run the same command again" in out, out
     # 3. the re-run continues: what finished before is reused, and the figures are the serial run's
     out = _run(folder, "--workers", "2")
     assert "started" in out and "completed in" in out

@@ -470,7 +470,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("\ninterrupted; a training run continues with `tunesmith train CONFIG --resume`", file=sys.stderr)
+        if getattr(args, "command", None) in ("study", "demo"):  # a study continues by itself, without --resume
+            print("\ninterrupted; finished arms are kept: run the same command again to continue", file=sys.stderr)
+        else:
+            print("\ninterrupted; a training run continues with `tunesmith train CONFIG --resume`", file=sys.stderr)
         return 130
 
 

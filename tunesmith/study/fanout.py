@@ -21,6 +21,7 @@ on every node. This is checked at start, on every node, before any arm runs."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 import uuid
@@ -76,11 +77,13 @@ def _share_cpu(threads: int) -> None:
 
 
 def _init_local_worker(threads: int) -> None:
+    # Idle, a worker ignores Ctrl-C (the study then shuts the pool down and it exits quietly);
+    # running an arm, it is interrupted like a serial study (see _local_call).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         # A worker must not outlive a study killed with SIGKILL: it would keep training an arm
         # that the re-run then finds locked. PR_SET_PDEATHSIG (1) sends it SIGKILL when the study dies.
         import ctypes
-        import signal
 
         try:
             ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))
@@ -90,6 +93,15 @@ def _init_local_worker(threads: int) -> None:
     from tunesmith.quiet import quiet_libraries
 
     quiet_libraries()
+
+
+def _local_call(fn, *args):
+    """A task in a local worker: Ctrl-C interrupts the arm it runs, as in a serial study."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return fn(*args)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class LocalPool:
@@ -108,7 +120,7 @@ class LocalPool:
         self.describe = f"{workers} worker processes, {self.threads} torch thread(s) each ({cpu_count()} cores)"
 
     def submit(self, fn, *args) -> Future:
-        return self.ex.submit(fn, *args)
+        return self.ex.submit(_local_call, fn, *args)
 
     def result(self, fut: Future, name: str):
         from concurrent.futures.process import BrokenProcessPool
