@@ -201,6 +201,7 @@ def _cli(args: list[str], capsys) -> tuple[int, str]:
 
 def test_bad_fan_out_options_give_one_line(tmp_path, capsys):
     assert _cli(["study", "x.yaml", "--workers", "2", "--ray", "h:1"], capsys) == (2, "error: --ray and --workers: use one; on a Ray cluster the cluster's CPUs set how many arms run at once\n")
+    assert _cli(["study", "x.yaml", "--ray-cpus", "2"], capsys)[1].startswith("error: --ray-cpus 2: only with --ray ADDRESS")
     with pytest.raises(SystemExit) as e:
         cli.main(["study", "x.yaml", "--workers", "0"])
     assert e.value.code == 2 and "--workers" in capsys.readouterr().err

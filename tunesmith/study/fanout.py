@@ -52,6 +52,8 @@ class FanOut:
             raise ConfigError("--ray and --workers: use one; on a Ray cluster the cluster's CPUs set how many arms run at once")
         if self.ray_cpus < 1:
             raise ConfigError(f"--ray-cpus {self.ray_cpus}: give 1 or more")
+        if self.ray_cpus != FanOut.ray_cpus and not self.ray:
+            raise ConfigError(f"--ray-cpus {self.ray_cpus}: only with --ray ADDRESS (local workers get cores // --workers threads)")
 
     @property
     def parallel(self) -> bool:
