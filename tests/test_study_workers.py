@@ -258,3 +258,38 @@ def test_a_ray_address_with_no_cluster_is_one_line(serial, tmp_path):
                        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "no Ray cluster answers there" in p.stderr.strip().splitlines()[-1]
+
+
+def test_ready_items_run_at_once_within_the_slots_and_a_failed_parent_skips_its_chain():
+    """The scheduler alone, on a thread pool: items start only once their parents completed,
+    never more than `slots` at once; the children of a failed item are skipped, not run."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from tunesmith.study.fanout import run_ready
+
+    ex = ThreadPoolExecutor(4)
+    pool = SimpleNamespace(slots=2, result=lambda fut, name: fut.result())
+    lock, live, log = threading.Lock(), [0], []
+
+    def work(name: str) -> dict:
+        with lock:
+            live[0] += 1
+            log.append(("start", name, live[0]))
+        time.sleep(0.05)
+        with lock:
+            live[0] -= 1
+            log.append(("end", name, live[0]))
+        return {"status": "failed" if name == "b" else "completed"}
+
+    items = [SimpleNamespace(id=i, depends=d) for i, d in
+             (("a", []), ("b", []), ("c", []), ("a2", ["a"]), ("b2", ["b"]), ("b3", ["b2"]), ("ac", ["a2", "c"]))]
+    out = run_ready(items, pool, lambda it: ex.submit(work, it.id), lambda it, r: r)
+    ex.shutdown()
+    assert {k: v["status"] for k, v in out.items()} == {"a": "completed", "b": "failed", "c": "completed", "a2": "completed",
+                                                        "b2": "skipped", "b3": "skipped", "ac": "completed"}
+    assert max(n for kind, _, n in log if kind == "start") == 2  # two slots
+    at = {(kind, name): i for i, (kind, name, _) in enumerate(log)}
+    assert at[("end", "a")] < at[("start", "a2")] and at[("end", "a2")] < at[("start", "ac")] > at[("end", "c")]
+    assert "builds on b," in out["b2"]["error"] and "builds on b2," in out["b3"]["error"]
