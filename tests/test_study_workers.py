@@ -1,7 +1,10 @@
 """Studies fanned out (tunesmith.study.fanout): `--workers 2` on this machine and `--ray` on a
 local Ray cluster (a head and one worker node on loopback, started here) give the serial run's
 results.json figures on a study of tiny arms with an `after:` chain; a worker killed with SIGKILL
-and a Ctrl-C lose no finished arm, and the re-run continues to the same figures."""
+and a Ctrl-C lose no finished arm, and the re-run continues to the same figures. Tuned arms'
+searches on workers pick what serial searches pick; the scheduler keeps to its slots and skips
+the chain of a failed arm; wrong options, a missing Ray, an unreachable cluster and an unwritable
+study directory are one-line errors."""
 
 from __future__ import annotations
 
