@@ -13,21 +13,7 @@ import sys
 
 from tunesmith.configlib import SEED_MAX
 from tunesmith.errors import TunesmithError
-
-
-def _quiet_libraries() -> None:
-    # Library chatter (weight-loading bars, deprecation notes) buries our own output.
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
+from tunesmith.quiet import quiet_libraries as _quiet_libraries
 
 
 class _Parser(argparse.ArgumentParser):
@@ -259,7 +245,11 @@ def cmd_study(a) -> int:
     from tunesmith.study.config import load_study_config
     from tunesmith.study.runner import run_study
 
-    out = run_study(load_study_config(a.config, a.set or []), dry_run=a.dry_run, progress=not a.quiet)
+    from tunesmith.study.fanout import FanOut
+
+    fan = FanOut(workers=a.workers or FanOut.workers, ray=a.ray, ray_cpus=a.ray_cpus or FanOut.ray_cpus)
+    fan.validate()  # a wrong flag fails before the study's data is read
+    out = run_study(load_study_config(a.config, a.set or []), dry_run=a.dry_run, progress=not a.quiet, fanout=fan)
     _print_study(out)
     return 0
 
@@ -415,6 +405,15 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--dry-run", action="store_true", help="print the plan (arms, estimated tokens and minutes) and stop")
     st.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a study setting")
     st.add_argument("--quiet", action="store_true", help="no per-step progress bars")
+    st.add_argument("--workers", type=_number(int, 1, 1024), metavar="N",
+                    help="run up to N ready arms at once (arms whose after:/on: arms are done), each in a worker process "
+                         "on this machine with cores/N torch threads; same results, cache and report as the default "
+                         "(1: one arm after another, with per-step progress bars)")
+    st.add_argument("--ray", metavar="ADDRESS", help="run ready arms as tasks on a running Ray cluster, e.g. --ray 10.0.0.1:6379 "
+                    "(the address `ray start --head` prints; needs pip install 'tunesmith[ray]'); start the study from "
+                    "a folder on storage every node mounts at the same path, output_dir included")
+    st.add_argument("--ray-cpus", type=_number(int, 1, 4096), metavar="N",
+                    help="with --ray: CPUs each arm reserves on the cluster, and the torch threads it uses (default 1)")
     st.set_defaults(fn=cmd_study)
 
     dm = sub.add_parser("demo", help="the bundled demo study on the built-in default model (~15 min on 2 CPU cores)")
@@ -476,7 +475,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("\ninterrupted; a training run continues with `tunesmith train CONFIG --resume`", file=sys.stderr)
+        if getattr(args, "command", None) in ("study", "demo"):  # a study continues by itself, without --resume
+            print("\ninterrupted; finished arms are kept: run the same command again to continue", file=sys.stderr)
+        else:
+            print("\ninterrupted; a training run continues with `tunesmith train CONFIG --resume`", file=sys.stderr)
         return 130
 
 

@@ -4,7 +4,11 @@ the report.
 
 A job's state lives in its run directory plus studies/<name>/state.json (job id -> key): a
 killed study resumes a half-trained arm from its checkpoint, reuses every finished arm, and
-reruns only arms whose config, data or code version changed (and the arms built on them)."""
+reruns only arms whose config, data or code version changed (and the arms built on them).
+
+Arms run one after another in this process, or (--workers N, --ray ADDRESS) those that are ready
+run at once elsewhere (tunesmith.study.fanout); either way this process alone writes state.json,
+timing.json, results.json and the report, so the figures are those of a serial run."""
 
 from __future__ import annotations
 
@@ -122,9 +126,106 @@ def run_job(job: Job, same: bool, progress: bool) -> dict:
     return api.train(job.cfg, resume=resume, overwrite=not resume, progress=progress)
 
 
-def run_study(study, *, dry_run: bool = False, progress: bool = True) -> dict:
+def execute_job(study, job, same: bool, progress: bool) -> dict:
+    """Train (or prepare) and evaluate one job: its outcome. A failing arm is reported, not
+    raised (one failing arm must not lose the others); a user error (TunesmithError) is raised.
+    Runs in the study's process, or in a worker (tunesmith.study.fanout)."""
+    try:
+        out = {"status": "completed", **run_job(job, same, progress)}
+        if job.report:
+            from tunesmith.study.evaluate import evaluate_job
+
+            out["eval"] = evaluate_job(study, job, progress)
+        return out
+    except TunesmithError:
+        raise
+    except Exception as e:
+        _say(f"arm {job.id} failed: {type(e).__name__}: {e}")
+        return {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+
+
+class _Ledger:
+    """state.json (job id -> key) and timing.json (seconds per job key), written by the study's
+    own process only, whether the arms run here or in workers."""
+
+    def __init__(self, sdir: Path):
+        self.state_path, self.timing_path = sdir / "state.json", sdir / "timing.json"
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+        # Seconds spent on each job's current key, summed over invocations (a study continued after
+        # an interrupt reports the time of all its parts, not only of the last invocation).
+        self.timing = json.loads(self.timing_path.read_text()) if self.timing_path.exists() else {}
+
+    def start(self, job: Job) -> bool:
+        """Whether the job's run directory was made for its current key; records the key first,
+        so that a kill from here on resumes this key."""
+        same = self.state.get(job.id) == job.key
+        if not same:
+            self.state[job.id] = job.key
+            write_json_atomic(self.state_path, self.state)
+        return same
+
+    def spent(self, job: Job, seconds: float) -> None:
+        prev = self.timing.get(job.id, {})
+        total = (prev.get("seconds", 0.0) if prev.get("key") == job.key else 0.0) + seconds
+        self.timing[job.id] = {"key": job.key, "seconds": round(total, 1)}
+        write_json_atomic(self.timing_path, self.timing)
+
+
+def _run_serial(study, jobs: list[Job], ledger: _Ledger, eta: dict, progress: bool) -> dict[str, dict]:
+    outcomes: dict[str, dict] = {}
+    for i, job in enumerate(jobs):
+        remaining = sum(eta[j.id] for j in jobs[i:])
+        queued = len(jobs) - i - 1
+        _say(f"\n== study {study.name}: arm {i + 1}/{len(jobs)} {job.id} ({job.regimen}) | done {i}, queued {queued} | ETA ~{remaining:.0f} min")
+        failed_parent = [d for d in job.depends if outcomes.get(d, {}).get("status") != "completed"]
+        if failed_parent:
+            outcomes[job.id] = {"status": "skipped", "error": f"builds on {', '.join(failed_parent)}, which did not complete"}
+            continue
+        same = ledger.start(job)
+        t_job = time.time()
+        outcomes[job.id] = execute_job(study, job, same, progress)
+        ledger.spent(job, time.time() - t_job)
+    return outcomes
+
+
+def _run_parallel(study, jobs: list[Job], ledger: _Ledger, eta: dict, pool) -> dict[str, dict]:
+    """Ready arms at once on `pool`, one line per arm started and finished."""
+    from tunesmith.study.fanout import arm_task, fmt_elapsed, run_ready
+
+    n, seen = len(jobs), {"started": 0, "done": 0}
+    running: set[str] = set()
+    finished: set[str] = set()
+
+    def submit(job: Job):
+        seen["started"] += 1
+        running.add(job.id)
+        left = sum(eta[j.id] for j in jobs if j.id not in finished) / pool.slots  # a rough share per slot
+        _say(f"== study {study.name}: arm {seen['started']}/{n} {job.id} ({job.regimen}) started | running {len(running)}, "
+             f"done {seen['done']} | ETA ~{left:.0f} min")
+        return pool.submit(arm_task, study, job, ledger.start(job))
+
+    def finish(job: Job, r: dict) -> dict:
+        seen["done"] += 1
+        running.discard(job.id)
+        finished.add(job.id)
+        ledger.spent(job, r["seconds"])
+        out = r["outcome"]
+        how = "cached" if out.get("cached") else out["status"]
+        _say(f"== study {study.name}: arm {job.id} {how} in {fmt_elapsed(r['seconds'])} | done {seen['done']}/{n}, running {len(running)}")
+        return out
+
+    return run_ready(jobs, pool, submit, finish)
+
+
+def run_study(study, *, dry_run: bool = False, progress: bool = True, fanout=None) -> dict:
+    """Run (or, dry_run, plan) a study. `fanout` (tunesmith.study.fanout.FanOut): run ready arms
+    in worker processes or on a Ray cluster; None runs every arm here, one after another."""
+    from tunesmith.study.fanout import FanOut, check_writable, open_pool
     from tunesmith.study.prepare import prepare_data
 
+    fan = fanout or FanOut()
+    fan.validate()
+    check_writable(study.study_dir)  # a one-line error, not an OSError from the first derived file
     prep = prepare_data(study)  # once: the plan, the printed sizes and results.json all use it
     jobs = plan(study, prep)
     validate_data(study, jobs)  # clear errors before any training starts
@@ -135,63 +236,42 @@ def run_study(study, *, dry_run: bool = False, progress: bool = True) -> dict:
         return {"plan": rows, "text": format_plan(rows) + "\n\n" + "\n".join(data_lines(prep.summary) + tuned)}
     sdir = study.study_dir
     sdir.mkdir(parents=True, exist_ok=True)
-    state_path = sdir / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    # Seconds spent on each job's current key, summed over invocations (a study continued after
-    # an interrupt reports the time of all its parts, not only of the last invocation).
-    timing_path = sdir / "timing.json"
-    timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
+    ledger = _Ledger(sdir)
     for line in data_lines(prep.summary):
         _say(line)
-    if any(a.tune is not None for a in study.arms):
-        from tunesmith.study.tuning import tune_arms
+    pool = open_pool(fan, sdir) if fan.parallel else None
+    if pool is not None:
+        _say(f"== study {study.name}: ready arms run at once on {pool.describe}")
+    try:
+        if any(a.tune is not None for a in study.arms):
+            from tunesmith.study.tuning import tune_arms
 
-        # Searches first (cached like arms), on the validation split; their best parameters go
-        # into the tuned arms' configs and keys, and the arms then run like any other.
-        jobs = plan(study, prep, tune_arms(study, jobs, prep, progress))
-    t0 = time.time()
-    eta = {r["job"]: r["minutes"] for r in rows}
-    outcomes: dict[str, dict] = {}
-    for i, job in enumerate(jobs):
-        remaining = sum(eta[j.id] for j in jobs[i:])
-        queued = len(jobs) - i - 1
-        _say(f"\n== study {study.name}: arm {i + 1}/{len(jobs)} {job.id} ({job.regimen}) | done {i}, queued {queued} | ETA ~{remaining:.0f} min")
-        failed_parent = [d for d in job.depends if outcomes.get(d, {}).get("status") != "completed"]
-        if failed_parent:
-            outcomes[job.id] = {"status": "skipped", "error": f"builds on {', '.join(failed_parent)}, which did not complete"}
-            continue
-        same = state.get(job.id) == job.key
-        if not same:  # recorded before training, so that a kill from here on resumes this key
-            state[job.id] = job.key
-            write_json_atomic(state_path, state)
-        t_job = time.time()
-        try:
-            info = run_job(job, same, progress)
-            outcomes[job.id] = {"status": "completed", **info}
-            if job.report:
-                from tunesmith.study.evaluate import evaluate_job
+            # Searches first (cached like arms), on the validation split; their best parameters go
+            # into the tuned arms' configs and keys, and the arms then run like any other.
+            jobs = plan(study, prep, tune_arms(study, jobs, prep, progress, pool=pool))
+        t0 = time.time()
+        eta = {r["job"]: r["minutes"] for r in rows}
+        outcomes = _run_serial(study, jobs, ledger, eta, progress) if pool is None else _run_parallel(study, jobs, ledger, eta, pool)
+    finally:
+        if pool is not None:
+            pool.close()
+    return _finish(study, jobs, outcomes, ledger, prep, time.time() - t0)
 
-                outcomes[job.id]["eval"] = evaluate_job(study, job, progress)
-        except TunesmithError:
-            raise
-        except Exception as e:  # one failing arm must not lose the others: report it
-            outcomes[job.id] = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
-            _say(f"arm {job.id} failed: {type(e).__name__}: {e}")
-        prev = timing.get(job.id, {})
-        spent = (prev.get("seconds", 0.0) if prev.get("key") == job.key else 0.0) + time.time() - t_job
-        timing[job.id] = {"key": job.key, "seconds": round(spent, 1)}
-        write_json_atomic(timing_path, timing)
+
+def _finish(study, jobs: list[Job], outcomes: dict, ledger: _Ledger, prep, invocation_seconds: float) -> dict:
+    """results.json, the winner and the report, from the jobs' outcomes and recorded times."""
     from tunesmith.study.results import build_results
 
+    timing = ledger.timing
     total = sum(timing[j.id]["seconds"] for j in jobs if j.id in timing and timing[j.id]["key"] == j.key)
     total += sum({j.arm: j.tuning["seconds"] for j in jobs if j.tuning}.values())  # each search once, however many seeds
-    results = build_results(study, jobs, outcomes, wall_seconds=total, invocation_seconds=time.time() - t0,
+    results = build_results(study, jobs, outcomes, wall_seconds=total, invocation_seconds=invocation_seconds,
                             prepared=prep.summary)
     from tunesmith.study.verdict import winner
 
     results["winner"] = winner(results)  # the arm to deploy, with the commands that export and serve it
-    write_json_atomic(sdir / "results.json", results)
+    write_json_atomic(study.study_dir / "results.json", results)
     from tunesmith.study.report import write_report
 
-    paths = write_report(sdir / "results.json")
+    paths = write_report(study.study_dir / "results.json")
     return {"results": results, "paths": {k: str(v) for k, v in paths.items()}}

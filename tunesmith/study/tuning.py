@@ -72,18 +72,43 @@ def _search(study, job, arm, prep, progress: bool) -> dict:
     return {**summary, "cached": False}
 
 
-def tune_arms(study, jobs, prep, progress: bool = True) -> dict:
+def _say_tuning(study, job, arm) -> None:
+    print(f"\n== study {study.name}: tuning arm {job.arm} ({job.regimen}, {arm.tune.trials or study.tune_trials} trials)",
+          flush=True, file=__import__("sys").stderr)
+
+
+def _searches(study, todo: list, prep, progress: bool, pool) -> dict:
+    """job id -> search result for each (job, arm) of `todo`: here one after another, or at once
+    on a worker pool (tunesmith.study.fanout; searches of different arms are independent)."""
+    if pool is None:
+        out = {}
+        for job, arm in todo:
+            _say_tuning(study, job, arm)
+            out[job.id] = _search(study, job, arm, prep, progress)
+        return out
+    from types import SimpleNamespace
+
+    from tunesmith.study.fanout import run_ready
+
+    items = [SimpleNamespace(id=job.id, depends=[], job=job, arm=arm) for job, arm in todo]
+
+    def submit(item):
+        _say_tuning(study, item.job, item.arm)
+        return pool.submit(_search, study, item.job, item.arm, prep, False)
+
+    return run_ready(items, pool, submit, lambda item, r: r)
+
+
+def tune_arms(study, jobs, prep, progress: bool = True, pool=None) -> dict:
     """(arm, model) -> {"params", "trials", "seconds", "metric", "value", "dir", "states", "cached"}
-    for every tuned arm, searched once per model (with the study's first seed)."""
+    for every tuned arm, searched once per model (with the study's first seed); on `pool`'s
+    workers when given."""
     arms = {a.name: a for a in study.arms if a.tune is not None}
+    todo = [(job, arms[job.arm]) for job in jobs if job.arm in arms and job.seed == study.seeds[0]]
+    found = _searches(study, todo, prep, progress, pool)
     out = {}
-    for job in jobs:
-        arm = arms.get(job.arm)
-        if arm is None or job.seed != study.seeds[0]:
-            continue
-        print(f"\n== study {study.name}: tuning arm {job.arm} ({job.regimen}, {arm.tune.trials or study.tune_trials} trials)",
-              flush=True, file=__import__("sys").stderr)
-        r = _search(study, job, arm, prep, progress)
+    for job, _ in todo:
+        r = found[job.id]
         if not r.get("best"):
             raise TunesmithError(f"arm {job.arm}: no trial of its search completed; see {search_root(study, job) / 'trials.md'}")
         out[(job.arm, job.model)] = {"params": r["best"]["params"], "trials": r["trials"], "seconds": r["seconds"],
