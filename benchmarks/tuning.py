@@ -42,6 +42,7 @@ DEFAULT_OUT = ROOT / "docs" / "benchmarks.md"
 START, END, TAG = "<!-- tuning:start -->", "<!-- tuning:end -->", "tuning:data"
 TITLE = "## Tuning: does an equal hyperparameter search change which regimen wins?"
 ARMS = ("zero-shot", "few-shot", "rag", "lora-sft")
+TRAIN_LIMIT = 0  # --train-limit: SST-2 training sentences (0: all 1,000 the example study trains on)
 PROMPT_TEMPLATES = ["{question}", "Question: {question}\nAnswer in a few words.", "{question}\nGive only the short answer."]
 
 
@@ -128,6 +129,9 @@ def sst2_config(work: Path, model: str, tuned: bool, trials: int, quick: bool) -
     d["name"], d["output_dir"], d["models"] = ("sst2-tuned" if tuned else "sst2-untuned"), str(work / "studies"), [model]
     for k in ("train", "classification_train", "test"):
         d["data"][k] = str(ROOT / d["data"][k])
+        if TRAIN_LIMIT and k != "test":  # the first N training sentences (prepare_shared's seeded order)
+            lines = Path(d["data"][k]).read_text().splitlines()[:TRAIN_LIMIT]
+            d["data"][k] = str(_write_text(work / f"{k}-{TRAIN_LIMIT}.jsonl", "\n".join(lines) + "\n"))
     d["data"]["val_fraction"] = 0.1
     d["arms"] = [a for a in d["arms"] if a["name"] != "head"]  # head arms are searched too, but the verdict is about the three
     if quick:
@@ -144,6 +148,12 @@ def sst2_config(work: Path, model: str, tuned: bool, trials: int, quick: bool) -
     return d
 
 
+def _write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
 def _write_json(path: Path, d: dict) -> Path:
     path.write_text(json.dumps(d))
     return path
@@ -155,7 +165,7 @@ def run_pair(name: str, make, work: Path, model: str, trials: int, quick: bool) 
     from tunesmith.study.runner import run_study
     from tunesmith.study.verdict import verdict
 
-    out = {"experiment": name, "trials": trials}
+    out = {"experiment": name, "trials": trials, **({"train_limit": TRAIN_LIMIT} if name == "sst2" and TRAIN_LIMIT else {})}
     for tuned in (False, True):
         d = make(work, model, tuned, trials, quick)
         if d is None:
@@ -192,7 +202,8 @@ def render(rows: list[dict]) -> str:
                       f"- Best: trial {best.get('trial')}, {s['metric']} {_num(best.get('value'))} with {params}",
                       f"- Parameter importances (Optuna's PED-ANOVA): {imp}", "", r["table"], ""]
             continue
-        lines += [f"### {r['experiment']}: untuned vs every arm tuned ({r['trials']} trials per arm)", ""]
+        size = f", training on the first {r['train_limit']} sentences" if r.get("train_limit") else ""
+        lines += [f"### {r['experiment']}: untuned vs every arm tuned ({r['trials']} trials per arm{size})", ""]
         for which in ("untuned", "tuned"):
             res = json.loads((Path(r[which]["dir"]) / "results.json").read_text())
             lines += [f"**{which}** (wall time {fmt_duration(r[which]['wall_seconds'])}, tuning included). Verdict: {r[which]['verdict']}", "",
@@ -230,7 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help=f"Markdown file to write (default {DEFAULT_OUT}; --quick: <work>/benchmarks.md)")
     p.add_argument("--trials", type=int, default=None, help="trials per tuned arm in the studies (default 8; --quick 2); "
                    "run demo and sst2 separately to give them different budgets, the section keeps both")
+    p.add_argument("--train-limit", type=int, default=0, help="sst2: train on the first N sentences only (both studies), "
+                   "to fit the searches in less time (default: all 1,000)")
     a = p.parse_args(argv)
+    global TRAIN_LIMIT
+    TRAIN_LIMIT = a.train_limit
     only = set((a.only or "search,demo,sst2").split(","))
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
