@@ -47,15 +47,16 @@ def _cut_at_stop(text: str, stop: list[str]) -> str:
 
 
 @torch.no_grad()
-def generate_batch(model, tok, conversations: list[list[dict]], settings: GenerationSettings | None = None,
-                   *, batch_size: int = 16, progress: bool = False) -> list[str]:
-    """Answer each conversation (a list of chat messages ending with the user turn)."""
+def generate_ids(model, tok, texts: list[str], settings: GenerationSettings | None = None, *, batch_size: int = 16,
+                 sort: bool = True, progress: bool = False) -> list[list[int]]:
+    """The generated token ids of each rendered prompt, in the caller's order (rows may end in
+    padding after EOS). Prompts are sorted by length so that a batch pads little, and padded on
+    the left so that every row's next token sits at the same position."""
     from tqdm.auto import tqdm
 
     settings = settings or GenerationSettings()
-    texts = [prompt_text(tok, msgs) for msgs in conversations]
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    out: list[str] = [""] * len(texts)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i])) if sort else list(range(len(texts)))
+    out: list[list[int]] = [[] for _ in texts]
     side = tok.padding_side
     tok.padding_side = "left"
     model.eval()
@@ -67,14 +68,22 @@ def generate_batch(model, tok, conversations: list[list[dict]], settings: Genera
             idx = order[start : start + batch_size]
             enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             gen = model.generate(**enc, **settings.kwargs(tok))
-            new = gen[:, enc["input_ids"].shape[1] :]
-            for i, row in zip(idx, new):
-                out[i] = _cut_at_stop(tok.decode(row, skip_special_tokens=True), settings.stop)
+            for i, row in zip(idx, gen[:, enc["input_ids"].shape[1] :]):
+                out[i] = row.tolist()
             bar.update(len(idx))
         bar.close()
     finally:
         tok.padding_side = side
     return out
+
+
+def generate_batch(model, tok, conversations: list[list[dict]], settings: GenerationSettings | None = None,
+                   *, batch_size: int = 16, progress: bool = False) -> list[str]:
+    """Answer each conversation (a list of chat messages ending with the user turn)."""
+    settings = settings or GenerationSettings()
+    texts = [prompt_text(tok, msgs) for msgs in conversations]
+    ids = generate_ids(model, tok, texts, settings, batch_size=batch_size, progress=progress)
+    return [_cut_at_stop(tok.decode(row, skip_special_tokens=True), settings.stop) for row in ids]
 
 
 def stream_reply(model, tok, messages: list[dict], settings: GenerationSettings | None = None) -> Iterator[str]:
