@@ -206,7 +206,12 @@ def render(rows: list[dict]) -> str:
         lines += [f"### {r['experiment']}: untuned vs every arm tuned ({r['trials']} trials per arm{size})", ""]
         for which in ("untuned", "tuned"):
             res = json.loads((Path(r[which]["dir"]) / "results.json").read_text())
-            lines += [f"**{which}** (wall time {fmt_duration(r[which]['wall_seconds'])}, tuning included). Verdict: {r[which]['verdict']}", "",
+            # compute time from the study's own records (every arm's training and evaluation over all
+            # invocations, plus every search's trials): a study continued after an interruption, or
+            # re-run from its cache, would otherwise show only its last invocation's wall clock
+            tuning_s = (res.get("tuning") or {}).get("seconds", 0.0)
+            spent = f"{fmt_duration(res['wall_seconds'] + tuning_s)}" + (f", of which searches {fmt_duration(tuning_s)}" if tuning_s else "")
+            lines += [f"**{which}** (time {spent}). Verdict: {r[which]['verdict']}", "",
                       md_table(results_table(res)), ""]
             t = tuning_table(res)
             lines += [md_table(t), ""] if t else []
@@ -243,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                    "run demo and sst2 separately to give them different budgets, the section keeps both")
     p.add_argument("--train-limit", type=int, default=0, help="sst2: train on the first N sentences only (both studies), "
                    "to fit the searches in less time (default: all 1,000)")
+    p.add_argument("--render", action="store_true", help="run nothing: re-render the recorded rows from their studies' results")
     a = p.parse_args(argv)
     global TRAIN_LIMIT
     TRAIN_LIMIT = a.train_limit
@@ -251,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     from tunesmith.models.builtins import DEFAULT_MODEL
 
+    if a.render:
+        out = Path(a.out) if a.out else DEFAULT_OUT
+        rows = merge(previous_rows(out.read_text(encoding="utf-8"), TAG), [])
+        write_section(out, render(rows), copy.deepcopy(rows), start=START, end=END, tag=TAG, title=TITLE)
+        print(f"wrote {out}", file=sys.stderr)
+        return 0
     model = tiny_model(work) if a.quick else DEFAULT_MODEL
     trials = a.trials or (2 if a.quick else 8)
     rows = []

@@ -96,7 +96,7 @@ class Answerer:
     max_length: int = 512  # head runs: texts are truncated to this many tokens, as in training
 
     @classmethod
-    def load(cls, spec: str | Path, device: str | None = None, precision: str = "auto") -> "Answerer":
+    def load(cls, spec: str | Path, device: str | None = None, precision: str = "fp32") -> "Answerer":
         """`precision`: fp32, bf16, or auto (bf16 where the hardware has bf16 units). In bf16 a
         LoRA adapter is merged into the base first (in float32), so that no float32 side path
         slows decoding and the weights are those an HF export holds."""

@@ -119,7 +119,7 @@ def preview_data(path, *, type: str | None = None, model: str = "smollm2-135m-in
 
 
 def generate(model: str, prompts: list[str], *, system: str | None = None, max_new_tokens: int = 128,
-             temperature: float = 0.0, batch_size: int = 16, precision: str = "auto") -> list:
+             temperature: float = 0.0, batch_size: int = 16, precision: str = "fp32") -> list:
     """Answers to prompts, as the run answers (its system prompt or recipe). For a
     classification-head run: {label, probability, probabilities} per prompt."""
     from tunesmith.answering import Answerer
@@ -133,7 +133,7 @@ def generate(model: str, prompts: list[str], *, system: str | None = None, max_n
 
 
 def serve(models: list[str], *, host: str = "127.0.0.1", port: int = 8000, api_key_env: str | None = None,
-          names: list[str] | None = None, max_batch: int = 32, max_queue: int = 256, precision: str = "auto") -> None:
+          names: list[str] | None = None, max_batch: int = 32, max_queue: int = 256, precision: str = "fp32") -> None:
     """Serve runs and models over an OpenAI-compatible HTTP API until SIGINT/SIGTERM (see
     docs/serving.md). Each is a model name (its directory's name, or the matching entry of
     `names`); requests are answered as the run answers in evaluation. With `api_key_env`,

@@ -42,7 +42,8 @@ def _number(kind: type, low: float, high: float):
 COUNT = _number(int, 1, 1_000_000_000)
 TOKENS = _number(int, 1, 131072)
 TEMPERATURE = _number(float, 0.0, 100.0)
-PRECISION_HELP = "weights' precision: auto (default; bf16 where the CPU or GPU multiplies bf16 natively, as evaluation does), fp32, bf16"
+PRECISION_HELP = ("weights' precision, as for evaluation (eval.precision): fp32 (default), bf16, or auto (bf16 where the CPU "
+                  "or GPU multiplies bf16 natively); give the precision the run was evaluated with to answer as measured")
 
 
 def _fields_arg(items: list[str]) -> dict[str, str] | None:
@@ -352,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--system", help="system prompt (default: the one the run was trained with)")
     g.add_argument("--max-new-tokens", type=TOKENS, default=128)
     g.add_argument("--temperature", type=TEMPERATURE, default=0.0, help="0 = greedy")
-    g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help=PRECISION_HELP)
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="fp32", help=PRECISION_HELP)
     g.set_defaults(fn=cmd_generate)
 
     x = sub.add_parser("export", help="export a run as a Hugging Face directory, a GGUF file or an Ollama Modelfile + GGUF")
@@ -368,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--system")
     ch.add_argument("--max-new-tokens", type=TOKENS, default=256)
     ch.add_argument("--temperature", type=TEMPERATURE, default=0.0)
-    ch.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help=PRECISION_HELP)
+    ch.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="fp32", help=PRECISION_HELP)
     ch.set_defaults(fn=cmd_chat)
 
     e = sub.add_parser("eval", help="evaluate a model or run on a dataset (`tunesmith eval compare A B` compares two)")
@@ -434,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--api-key-env", metavar="VAR", help="require 'Authorization: Bearer $VAR' on every /v1 request")
     sv.add_argument("--max-batch", type=_number(int, 1, 1024), default=32, help="most prompts generated together (default 32)")
     sv.add_argument("--max-queue", type=_number(int, 1, 100000), default=256, help="waiting requests beyond which the server answers 503 (default 256)")
-    sv.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help=PRECISION_HELP)
+    sv.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="fp32", help=PRECISION_HELP)
     sv.set_defaults(fn=cmd_serve)
     return p
 

@@ -62,8 +62,8 @@ class EvalConfig:
     show_tests: bool | None = option(None, "code: show the tests in the prompt (MBPP convention) or not (HumanEval: the tests only grade); unset: shown by the default prompt, or as a custom prompt's {tests} says")
     batch_size: int = option(16, "Prompts generated together", minimum=1, maximum=65536)
     precision: Literal["auto", "fp32", "bf16"] = option(
-        "auto", "Weights' precision for generation and scoring: auto = bf16 where the hardware multiplies bf16 natively "
-        "(CPUs with AVX512-BF16 or AMX, CUDA GPUs with bf16), fp32 elsewhere; a LoRA adapter is merged first")
+        "fp32", "Weights' precision for generation and scoring: fp32, bf16 (a LoRA adapter is merged in fp32 first), or "
+        "auto = bf16 where the hardware multiplies bf16 natively (CPUs with AVX512-BF16 or AMX, CUDA GPUs with bf16), fp32 elsewhere")
     bootstrap: int = option(1000, "Bootstrap resamples for confidence intervals", minimum=100, maximum=1_000_000)
     domain_corpus: str | None = option(None, "Domain corpus (text dataset): enables the domain-adherence score of answers")
     ood_data: str | None = option(None, "Out-of-domain questions (prompt field): scored for the out-of-domain policy")
@@ -116,6 +116,7 @@ class EvalConfig:
         # The effective value keys the cache (unset and an explicit true build the same prompt);
         # other tasks never show tests, so their cached results stay valid.
         d.pop("show_tests", None)
+        d.pop("precision", None)  # the runner keys the resolved precision (auto differs between machines)
         if self.task == "code":
             d["show_tests"] = self.tests_in_prompt
         return d

@@ -137,7 +137,9 @@ def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool =
     system = cfg.system if cfg.system is not None else how.system
     precision = inference_precision(cfg.precision)
     key_src = {"v": EVAL_VERSION, "model": model_fingerprint(spec), "data": _data_hash(cfg), "cfg": cfg.cache_fields(),
-               "system": system, "recipe": _recipe_hash(run), "precision": precision}
+               "system": system, "recipe": _recipe_hash(run)}
+    if precision != "fp32":  # the resolved precision keys the cache; fp32 results cached before it existed stay valid
+        key_src["precision"] = precision
     if cfg.domain_corpus:
         key_src["adherence_v"] = ADHERENCE_VERSION
     cache_key = hashlib.sha256(json.dumps(key_src, sort_keys=True, default=str).encode()).hexdigest()

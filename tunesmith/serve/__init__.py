@@ -28,7 +28,7 @@ GRACEFUL_S = 300  # longest wait for in-flight requests on shutdown
 
 
 def build(models: list[str], names: list[str] | None = None, *, max_batch: int = 32, max_queue: int = 256,
-          precision: str = "auto") -> Engine:
+          precision: str = "fp32") -> Engine:
     """Load every model (once per shared base) and return the engine serving them under their names."""
     from tunesmith.errors import TunesmithError
 

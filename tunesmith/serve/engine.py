@@ -102,7 +102,7 @@ def model_names(specs: list[str], names: list[str] | None = None) -> list[str]:
     return out
 
 
-def load_models(specs: list[str], names: list[str] | None = None, precision: str = "auto") -> dict[str, Served]:
+def load_models(specs: list[str], names: list[str] | None = None, precision: str = "fp32") -> dict[str, Served]:
     """Load every spec once. In fp32, LoRA (and weightless) runs on one base directory share its
     weights; in bf16 each run gets its own merged copy, as evaluation loads it (an adapter kept
     in float32 beside a bf16 base would answer slightly differently from what was measured)."""
