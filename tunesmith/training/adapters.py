@@ -85,8 +85,10 @@ def apply_training_options(model, tc, adapter_mode: str, precision: str):
         # use_reentrant=False: gradients reach LoRA weights even though the block inputs
         # (frozen embeddings) do not require grad, and it works under autocast.
         # transformers 5 renamed it; the old name warns of its removal in v6.
-        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if tc.compile:
         model.get_decoder().compile()  # in place: state-dict keys and saving stay unchanged
     return model
