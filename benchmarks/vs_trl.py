@@ -347,7 +347,7 @@ def main(argv=None) -> int:
                 tokens=sum(spec["step_tokens"]))
     table = render(rows, env, info)
     print(table)
-    if not a.quick:
+    if not a.quick or a.out != str(DEFAULT_OUT):  # --quick figures never overwrite the recorded ones
         from vs_trl_report import write
 
         write(Path(a.out), table, rows, levers=a.levers)
