@@ -37,7 +37,7 @@ def headline(rows: list[dict], tolerance: float) -> list[str]:
         lean = min(trl, key=lambda r: r["peak_memory_mib"])
         same = next((r for r in trl if r["precision"] == ts["precision"] and not r["options"].get("gc")), fast)
         gap = loss_gap(ts["losses"], same["losses"])
-        out.append(f"- **{adapter.upper() if adapter == 'lora' else 'Full fine-tuning'}: x{ts['tokens_per_s'] / fast['tokens_per_s']:.2f} "
+        out.append(f"- **{'LoRA' if adapter == 'lora' else 'Full fine-tuning'}: x{ts['tokens_per_s'] / fast['tokens_per_s']:.2f} "
                    f"TRL's best tokens/s** ({ts['tokens_per_s']:.0f} vs {fast['tokens_per_s']:.0f} tok/s, `{fast['config']}`), "
                    f"**x{ts['peak_memory_mib'] / lean['peak_memory_mib']:.2f} TRL's lowest peak memory** "
                    f"({ts['peak_memory_mib'] / 1024:.2f} vs {lean['peak_memory_mib'] / 1024:.2f} GiB, `{lean['config']}`; "
