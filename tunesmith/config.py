@@ -34,6 +34,7 @@ class DataConfig:
     val_fraction: float = option(0.1, "Share of training records held out for validation when no validation file is given (0 disables validation)", minimum=0.0, maximum=0.5)
     max_length: int = option(512, "Maximum tokens per example (longer ones are truncated) and the length of packed rows", minimum=16, maximum=131072)
     packing: bool = option(True, "Pack several examples into each row (per-document attention masks keep them apart)")
+    group_by_length: bool = option(True, "sft: batch rows of similar length together (rows are shuffled, sorted by length within windows of 64 batches, and the batches shuffled; deterministic by seed), so fewer computed positions are padding")
     loss_on: Literal["assistant", "last", "all"] = option("assistant", "Which tokens are trained: every assistant turn, the last assistant turn, or all tokens")
     system_prompt: str | None = option(None, "System prompt added to examples that have none (and used again at evaluation and serving)")
 
@@ -70,6 +71,10 @@ class TrainingConfig:
     early_stopping_min_delta: float = option(0.0, "Smallest validation-loss decrease that counts as an improvement", minimum=0.0, maximum=1e6)
     select_metric: Literal["val_loss", "exact_match"] = option("val_loss", "What picks the best checkpoint and drives early stopping: validation loss, or exact match of greedy answers to the validation split's last assistant turns")
     load_best: bool = option(True, "Export the checkpoint with the best validation loss (else the last)")
+    base_dtype: Literal["auto", "fp32", "bf16"] = option("auto", "sft, cpt: dtype of the frozen base weights under LoRA (adapters and optimizer state stay float32); auto: bf16 when the training precision is bf16, which halves base memory and removes autocast's per-step weight casts")
+    gradient_checkpointing: bool = option(False, "sft, cpt: recompute each block's activations in the backward pass instead of keeping them: much less memory, about a third more compute")
+    fused_optimizer: bool = option(True, "Use torch's fused AdamW kernel where the device supports it (same update, fewer passes over the parameters)")
+    compile: bool = option(False, "sft, cpt: torch.compile the model before training (compiles on the first steps; pays off only on long runs)")
     threads: int | None = option(None, "CPU threads for torch (default: torch's choice)", minimum=1, maximum=4096)
 
 

@@ -149,7 +149,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
 
     # Model, trainable parameters and device.
     device, precision = prepare_runtime(cfg.seed, tc)
-    model, tok, _, n_trainable, n_total = load_trainable(cfg, device)
+    model, tok, _, n_trainable, n_total = load_trainable(cfg, device, precision=precision)
 
     # Documents -> token ids (every token trained) -> windows -> general mix -> packed rows.
     L = cfg.data.max_length

@@ -19,7 +19,7 @@ from tunesmith.data.templating import encode_rows
 from tunesmith.errors import TunesmithError
 from tunesmith.runs import start_run, update_run
 from tunesmith.training import checkpoint as ckpt
-from tunesmith.training.batching import count_targets, epoch_order, make_rows, mean_loss
+from tunesmith.training.batching import batch_order, count_targets, make_rows, mean_loss
 from tunesmith.training.adapters import load_trainable, save_model
 from tunesmith.training.losses import causal_lm_loss, check_finite_loss
 from tunesmith.training.progress import TrainLogger
@@ -70,7 +70,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
 
     # Model, trainable parameters and device.
     device, precision = prepare_runtime(cfg.seed, tc)
-    model, tok, _, n_trainable, n_total = load_trainable(cfg, device)
+    model, tok, _, n_trainable, n_total = load_trainable(cfg, device, precision=precision)
 
     # Data -> token ids with the loss mask -> packed rows.
     enc = dict(max_length=cfg.data.max_length, system_prompt=cfg.data.system_prompt, loss_on=cfg.data.loss_on)
@@ -98,7 +98,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
                              scheduler=scheduler, loop_state=loop, keep=tc.keep_checkpoints, best=best)
 
     while loop["step"] < total_steps and not loop["stopped_early"]:
-        epoch_batches = batches(rows, tc.batch_size, epoch_order(len(rows), cfg.seed, loop["epoch"]))
+        epoch_batches = batches(rows, tc.batch_size, batch_order(rows, tc.batch_size, cfg.seed, loop["epoch"], cfg.data.group_by_length))
         group = epoch_batches[loop["micro"] : loop["micro"] + tc.gradient_accumulation_steps]
         t_step = time.time()
         n_targets = sum(count_targets(g) for g in group)

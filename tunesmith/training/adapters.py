@@ -40,11 +40,13 @@ def apply_adapter(model, cfg, *, task_type: str = "CAUSAL_LM"):
     raise ConfigError(f"adapter.mode: unknown mode {cfg.mode!r}")
 
 
-def load_trainable(cfg, device, *, keep_reference: bool = False):
+def load_trainable(cfg, device, *, keep_reference: bool = False, precision: str | None = None):
     """The starting model of `cfg.start_model` (an earlier run's adapter merged in) with
     `cfg.adapter` applied, on `device`, in training mode. Returns (model, tokenizer, reference,
     n_trainable, n_total); `reference` is a frozen copy of the starting weights when
-    `keep_reference` is set (a LoRA model needs none: disabling the adapter gives the start)."""
+    `keep_reference` is set (a LoRA model needs none: disabling the adapter gives the start).
+    With `precision` (the resolved training precision) given, the training options that change
+    the model apply too: training.base_dtype, gradient_checkpointing and compile."""
     import copy
 
     from tunesmith.models.loading import load_model
@@ -53,7 +55,43 @@ def load_trainable(cfg, device, *, keep_reference: bool = False):
     reference = copy.deepcopy(model).requires_grad_(False).eval().to(device) if keep_reference else None
     model = apply_adapter(model, cfg.adapter).to(device)
     model.train()
-    return (model, tok, reference, *count_params(model))
+    counts = count_params(model)
+    if precision is not None:
+        model = apply_training_options(model, cfg.training, cfg.adapter.mode, precision)
+    return (model, tok, reference, *counts)
+
+
+def resolved_base_dtype(base_dtype: str, adapter_mode: str, precision: str) -> str:
+    """'bf16' or 'fp32' for the frozen base weights: bf16 only under LoRA (nothing else has a
+    frozen base whose precision does not matter to the optimizer) and, for auto, only when the
+    forward pass runs in bf16 anyway."""
+    if adapter_mode != "lora" or base_dtype == "fp32":
+        return "fp32"
+    if base_dtype == "bf16":
+        return "bf16"
+    return "bf16" if precision == "bf16" else "fp32"
+
+
+def apply_training_options(model, tc, adapter_mode: str, precision: str):
+    """Cast the frozen base to bf16 (training.base_dtype), switch on activation checkpointing
+    and torch.compile as the TrainingConfig `tc` asks; trainable weights stay float32."""
+    import torch
+
+    if resolved_base_dtype(tc.base_dtype, adapter_mode, precision) == "bf16":
+        for p in model.parameters():
+            if not p.requires_grad:
+                p.data = p.data.to(torch.bfloat16)
+    if tc.gradient_checkpointing:
+        # use_reentrant=False: gradients reach LoRA weights even though the block inputs
+        # (frozen embeddings) do not require grad, and it works under autocast.
+        # transformers 5 renamed it; the old name warns of its removal in v6.
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if tc.compile:
+        model.get_decoder().compile()  # in place: state-dict keys and saving stay unchanged
+    return model
 
 
 def _freeze_all_but_top(model, n_top: int):
