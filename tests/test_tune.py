@@ -202,3 +202,25 @@ def test_every_default_space_is_valid_and_every_space_number_is_bounded(tiny_mod
             f = next(x for x in dataclasses.fields(meta_cls) if x.name == path.split(".")[-1])
             if "int" in str(tp) or "float" in str(tp):
                 assert f.metadata.get("maximum") is not None, path
+
+
+def test_the_first_trial_is_the_untuned_configuration_where_it_lies_in_the_space(tmp_path, tiny_model_dir, demo_dir):
+    from tunesmith.tune.search import config_point, prepare_search, run_search
+    from tunesmith.tune.space import resolve_space
+
+    cfg = load_train_config(None, base=_sft(tmp_path, tiny_model_dir, demo_dir, max_steps=2, learning_rate=2e-3, epochs=3)
+                            | {"adapter": {"mode": "lora", "lora_r": 16, "lora_alpha": 24.0}})
+    space = configlib.from_dict(SearchSpace, {"params": {"training.epochs": {"low": 2, "high": 6, "step": 2}}})
+    point = config_point(cfg, resolve_space(cfg, space))
+    # lr and rank lie in the default space; alpha 24 is not one of its choices and epochs 3 is off
+    # the grid 2, 4, 6: those two are left to the sampler
+    assert point["training.learning_rate"] == 2e-3 and point["adapter.lora_r"] == 16
+    assert "adapter.lora_alpha" not in point and "training.epochs" not in point
+    s = prepare_search(cfg, space, trials=2, metric=None, root=tmp_path / "runs" / "lora-tune", resume=False, overwrite=False)
+    study = run_search(s, progress=False)
+    first = study.trials[0]
+    assert first.user_attrs.get("from_config") and {k: first.params[k] for k in point} == point
+    assert not study.trials[1].user_attrs.get("from_config")
+    off = configlib.from_dict(SearchSpace, {"start_from_config": False, "params": {"training.epochs": {"low": 2, "high": 6, "step": 2}}})
+    s = prepare_search(cfg, off, trials=1, metric=None, root=tmp_path / "runs" / "off-tune", resume=False, overwrite=False)
+    assert not run_search(s, progress=False).trials[0].user_attrs.get("from_config")

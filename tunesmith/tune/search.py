@@ -130,6 +130,25 @@ def _suggest(trial, key: str, kind: str, rng):
     return trial.suggest_float(key, rng.low, rng.high, step=rng.step or None, log=rng.log)
 
 
+def config_point(cfg: TrainConfig, resolved: dict) -> dict:
+    """The config's own value of every searched option that lies in its range or choices (the
+    untuned configuration as a trial; an option whose value lies outside is left to the sampler)."""
+    point = {}
+    for key, (kind, rng) in resolved.items():
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part, None)
+        if kind == "choice":
+            same = [c for c in rng.choices if c == value and isinstance(c, bool) == isinstance(value, bool)]
+            if same:
+                point[key] = same[0]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and rng.low <= value <= rng.high:
+            step = rng.step or (1 if kind == "int" else None)
+            if step is None or abs((value - rng.low) / step - round((value - rng.low) / step)) < 1e-9:
+                point[key] = int(value) if kind == "int" else float(value)
+    return point
+
+
 def _reporter(trial, metric: str):
     """Hears every validation (training.selection.reporting) and reports the trial's metric at
     each tenth of training passed, so trials of different lengths compare at the same steps."""
@@ -330,6 +349,8 @@ def run_search(s: Search, *, timeout_min: float | None = None, progress: bool = 
     resolved = resolve_space(s.cfg, s.space)
     study = open_study(s)
     _recover(study, s.trials_dir)
+    if s.space.start_from_config and not study.trials and (point := config_point(s.cfg, resolved)):
+        study.enqueue_trial(point, user_attrs={"from_config": True})
     t0 = time.time()
     done = len(finished(study))
     bar = tqdm(total=s.trials, initial=done, unit="trial", desc=f"tune {s.cfg.name}", disable=not progress, dynamic_ncols=True)

@@ -75,6 +75,8 @@ class SearchSpace:
     sampler: Literal["tpe", "random"] = option("tpe", "Optuna sampler: TPE (model-based) or random search")
     seed: int = option(0, "Seed of the sampler: the same search proposes the same trials", minimum=0, maximum=SEED_MAX)
     pruner: Literal["median", "hyperband", "none"] = option("median", "Stop weak trials early from their validation curve (see docs/tuning.md)")
+    start_from_config: bool = option(True, "The first trial runs the config's own values (those that lie in the space; the rest "
+                                     "are sampled), so that a search never ends worse on validation than the untuned configuration")
     startup_trials: int = option(3, "Trials that always run to the end before pruning starts", minimum=0, maximum=100000)
     warmup_tenths: int = option(3, "Tenths of a trial's training before it may be pruned", minimum=0, maximum=9)
     eval: SearchEval = field(default_factory=SearchEval)
