@@ -77,8 +77,8 @@ def hf_generate(model, tok, texts: list[str], batch: int, max_new: int) -> list[
 
 
 def tunesmith_generate(model, tok, texts: list[str], batch: int, max_new: int, sort: bool = True) -> list[list[int]]:
-    """tunesmith's evaluation path (generation.generate_batch) returning token ids: the texts go
-    through the same batching, padding and decoding; ids are re-read from the answers' tokens."""
+    """tunesmith's evaluation path at the token level: generation.generate_ids, which
+    generate_batch (evaluation) calls before decoding, with the same sorting, batching and padding."""
     from tunesmith.generation import GenerationSettings, generate_ids
 
     return [trim(r, tok) for r in generate_ids(model, tok, texts, GenerationSettings(max_new_tokens=max_new),
