@@ -59,7 +59,12 @@ def test_qlora_holds_the_base_in_4_bits_and_trains_every_adapter_weight(tmp_path
     assert set(trained) == set(before)
     assert all(t.dtype == torch.float32 for t in trained.values())
     assert not [n for n in before if torch.equal(before[n], trained[n])]
-    assert json.loads((run / "run.json").read_text())["adapter"] == "qlora"
+    info = json.loads((run / "run.json").read_text())
+    assert info["adapter"] == "qlora"
+    from tunesmith.models.loading import load_model
+
+    plain, _, _ = load_model(str(tiny_model_dir))
+    assert info["total_params"] == sum(p.numel() for p in plain.parameters()) + info["trainable_params"]  # 4-bit weights counted as weights
 
     # The adapter is evaluated and exported on the full-precision base (as QLoRA adapters are merged).
     out = api.generate(str(run), ["What is the capital of Vardena?"], max_new_tokens=4)

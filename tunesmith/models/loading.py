@@ -313,8 +313,8 @@ def _load_weights(ref: ModelRef):
     return model
 
 
-def load_model(spec: str | ModelRef, *, merge_adapter: bool = False, precision: str = "fp32"):
-    """Return (model, tokenizer, ref) on CPU, adapter attached when there is one.
+def load_model(spec: str | ModelRef, *, merge_adapter: bool = False, precision: str = "fp32", device: str | None = None):
+    """Return (model, tokenizer, ref) on CPU (or on `device`), adapter attached when there is one.
 
     Weights load and adapters merge in float32; `precision` "bf16" then casts the weights for
     inference (half the memory, and matrix multiplies on the CPU's bf16 units). A LoRA adapter
@@ -335,8 +335,26 @@ def load_model(spec: str | ModelRef, *, merge_adapter: bool = False, precision: 
             model.to(torch.bfloat16)
     elif precision != "fp32":
         raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
+    if device is not None and device != "cpu":
+        model.to(device)
     model.eval()
     return model, load_tokenizer(ref), ref
+
+
+def inference_device(pref: str = "auto") -> str:
+    """cpu or cuda for inference: auto is the GPU when torch sees one (evaluation is most of a
+    study's time, and every evaluation path takes its device from the model's weights)."""
+    import torch
+
+    if pref == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if pref == "cuda" and not torch.cuda.is_available():
+        from tunesmith.errors import ConfigError
+
+        raise ConfigError("eval.device: cuda, but torch sees no CUDA device (torch.cuda.is_available() is False); use auto or cpu")
+    if pref not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {pref!r}")
+    return pref
 
 
 def inference_precision(precision: str = "auto", device: str | None = None) -> str:

@@ -173,9 +173,12 @@ def count_params(model) -> tuple[int, int]:
         if id(p) in seen:
             continue
         seen.add(id(p))
-        total += p.numel()
+        # A 4-bit (QLoRA) weight packs two values a byte: count the weights it stands for.
+        qs = getattr(p, "quant_state", None)
+        n = int(qs.shape.numel()) if qs is not None else p.numel()
+        total += n
         if p.requires_grad:
-            trainable += p.numel()
+            trainable += n
     return trainable, total
 
 
