@@ -62,7 +62,12 @@ def load_trainable(cfg, device, *, keep_reference: bool = False, precision: str 
 
     from tunesmith.models.loading import load_model
 
-    model, tok, _ = load_model(cfg.start_model, merge_adapter=True)
+    # A frozen base that will be held in bf16 loads in bf16: the float32 copy would be the run's
+    # memory peak (4 GiB for a 1B model). Only without a reference copy, which must stay float32.
+    bf16_base = precision is not None and not keep_reference and \
+        resolved_base_dtype(cfg.training.base_dtype, cfg.adapter.mode, precision) == "bf16"
+    model, tok, _ = load_model(cfg.start_model, merge_adapter=True, precision="bf16" if bf16_base else "fp32")
+    model.train()
     reference = copy.deepcopy(model).requires_grad_(False).eval().to(device) if keep_reference else None
     if cfg.adapter.mode == "qlora":
         model = quantize_base_4bit(model.to(device), cfg.adapter, bf16=precision == "bf16")
