@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from tunesmith.training.runtime import release_free_memory  # noqa: E402
+
 START, END, TAG = "<!-- memory-phases:start -->", "<!-- memory-phases:end -->", "memory-phases:data"
 TITLE = "### Memory per phase of a LoRA SFT study arm"
 
@@ -65,6 +67,7 @@ class Phases:
             self.rows.append({"phase": self.current, "peak_mib": peak, "seconds": now - self.t})
         self.rows[-1]["end_rss_mib"] = _status("VmRSS")
         gc.collect()
+        release_free_memory()  # freed memory back to the OS, so each phase's peak is its own
         self._reset()
         self.current, self.t = name, now
 

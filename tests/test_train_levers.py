@@ -118,3 +118,48 @@ def test_bf16_base_adapter_reloads_with_the_same_logits(tmp_path, tiny_model_dir
         a, b = loaded(input_ids=ids).logits, manual.eval()(input_ids=ids).logits
     assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
     assert not torch.allclose(a, AutoModelForCausalLM.from_pretrained(tiny_model_dir)(input_ids=ids).logits, atol=1e-4)
+
+
+def test_lora_layers_take_bf16_inputs_under_autocast_with_identical_gradients(tiny_model_dir):
+    """peft casts each adapter's input to float32; under bf16 autocast the matmul casts it back, so
+    the cast only costs memory (autograd keeps the copies). Without it the loss and every gradient
+    are bit-identical, and outside autocast (generation) the cast is still made."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from tunesmith.models.loading import load_model
+    from tunesmith.training.adapters import apply_adapter, apply_training_options
+
+    cfg = load_train_config(None, ["data.train=x.jsonl", f"model.name={tiny_model_dir}", "adapter.mode=lora", "adapter.lora_dropout=0"])
+
+    def build(hook: bool):
+        torch.manual_seed(0)
+        model, _, _ = load_model(str(tiny_model_dir), precision="bf16")
+        model = apply_adapter(model, cfg.adapter)
+        model = apply_training_options(model, cfg.training, "lora", "bf16" if hook else "fp32")
+        if not hook:  # the same bf16 base, peft's own casting
+            for p in model.parameters():
+                if not p.requires_grad:
+                    p.data = p.data.to(torch.bfloat16)
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.data.normal_(0, 0.05, generator=torch.Generator().manual_seed(len(n)))
+        return model.train()
+
+    ids = torch.randint(0, 500, (2, 24), generator=torch.Generator().manual_seed(0))
+    out = {}
+    for hook in (True, False):
+        model = build(hook)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        out[hook] = (loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+        if hook:
+            lora_layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+            assert lora_layers and all(m._forward_pre_hooks for m in lora_layers)
+            assert all(m.cast_input_dtype_enabled is False for m in lora_layers)  # last forward ran under autocast
+            with torch.no_grad():
+                model.eval()(input_ids=ids[:, :4])  # no autocast: bf16 inputs must meet float32 adapters through the cast
+            assert all(m.cast_input_dtype_enabled is True for m in lora_layers)
+    assert out[True][0] == out[False][0]
+    assert out[True][1].keys() == out[False][1].keys()
+    assert all(torch.equal(out[True][1][n], out[False][1][n]) for n in out[False][1])

@@ -132,6 +132,9 @@ def execute_job(study, job, same: bool, progress: bool) -> dict:
     Runs in the study's process, or in a worker (tunesmith.study.fanout)."""
     try:
         out = {"status": "completed", **run_job(job, same, progress)}
+        from tunesmith.training.runtime import release_free_memory
+
+        release_free_memory()  # the training's freed activations go back before evaluation
         if job.report:
             from tunesmith.study.evaluate import evaluate_job
 
