@@ -88,7 +88,7 @@ def child(spec: dict) -> dict:
     ph.wrap(sft, "load_trainable", "load", "training")
     ph.wrap(sft, "save_model", "export", "end")
     ph.mark("setup")
-    res = api.train(None, spec["overrides"], progress=False)
+    res = api.train(None, spec["overrides"], overwrite=True, progress=False)
     ph.mark("end")
     steps = [json.loads(x) for x in (Path(res["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
     steps = [s for s in steps if "tokens_per_s" in s]
