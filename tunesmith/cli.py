@@ -76,7 +76,17 @@ def _launch_train(a) -> int:
     from tunesmith.training.distributed import check_supported
 
     check_supported(cfg.regimen, cfg.training.distributed)
-    return launch(a.nproc, a.config, _train_args(a), resumable=lambda: (cfg.run_dir / "checkpoints" / "state.json").exists())
+    if a.resume and (cfg.run_dir / "checkpoints").is_dir():  # another world size: say so before starting N processes
+        from tunesmith.training.checkpoint import check_resumable
+
+        check_resumable(cfg.run_dir / "checkpoints", {"world_size": a.nproc, "distributed": cfg.training.distributed})
+    import shlex
+
+    again = _train_args(a)
+    again = [x for x in again if x not in ("--resume", "--overwrite")]
+    hints = (f"tunesmith train {shlex.join(again + ['--resume', '--nproc', str(a.nproc)])}",
+             f"tunesmith train {shlex.join(again + ['--nproc', str(a.nproc)])}")
+    return launch(a.nproc, _train_args(a), hints=hints, resumable=lambda: (cfg.run_dir / "checkpoints" / "state.json").exists())
 
 
 def cmd_train(a) -> int:

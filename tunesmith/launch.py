@@ -87,9 +87,10 @@ def _signal_name(num: int) -> str:
         return f"signal {num}"
 
 
-def launch(nproc: int, config: str, train_args: list[str], *, resumable) -> int:
+def launch(nproc: int, train_args: list[str], *, hints: tuple[str, str], resumable) -> int:
     """Run `tunesmith train` under torchrun with `nproc` processes; returns its exit status.
-    `resumable()` says whether the run now has a checkpoint (to word the hint)."""
+    `hints`: the commands that resume the run and that start it again; `resumable()` says
+    whether the run now has a checkpoint (which of the two to show)."""
     log_dir = Path(tempfile.mkdtemp(prefix="tunesmith-ranks-"))
     env = dict(os.environ)
     # Each process gets its share of the cores (torchrun would set 1 and print a banner).
@@ -116,14 +117,13 @@ def launch(nproc: int, config: str, train_args: list[str], *, resumable) -> int:
     if code == 0:
         remove_tree(log_dir, log_dir.parent)
         return 0
-    nflag = f"--nproc {nproc}"
-    again = (f"continue with `tunesmith train {config} --resume {nflag}`" if resumable()
-             else f"no checkpoint was written: run `tunesmith train {config} {nflag}` again")
+    again = f"continue with `{hints[0]}`" if resumable() else f"no checkpoint was written: run `{hints[1]}` again"
     if filt.failure is None:  # torchrun itself failed: show what it said
         sys.stderr.write("".join(filt.held[-20:]))
         print(f"error: training stopped: torchrun exited with code {code} (per-rank logs: {log_dir})", file=sys.stderr)
         return code or 1
     status, rank = filt.failure
+    keep_logs = False
     if status < 0:
         print(f"error: training stopped: rank {rank} was killed ({_signal_name(-status)}) and torchrun stopped the "
               f"other ranks; {again}", file=sys.stderr)
@@ -132,7 +132,10 @@ def launch(nproc: int, config: str, train_args: list[str], *, resumable) -> int:
         if why and not filt.printed_error:
             print(f"{why} (rank {rank})", file=sys.stderr)
         elif not why:
+            keep_logs = True
             sys.stderr.write("".join(p for p in filt.held if p.startswith("[rank")))
             print(f"error: training stopped: rank {rank} failed with exit code {status} (its output: "
                   f"{log_dir}/*/attempt_0/{rank}/); {again}", file=sys.stderr)
+    if not keep_logs:
+        remove_tree(log_dir, log_dir.parent)
     return code or 1

@@ -151,11 +151,11 @@ def read_layout(ckpt_dir: Path) -> dict:
     return json.loads(p.read_text()) if p.exists() else {"world_size": 1, "distributed": None}
 
 
-def check_layout(ckpt_dir: Path) -> None:
+def check_layout(ckpt_dir: Path, want: dict | None = None) -> None:
     """A one-line error when a checkpoint was written by another number of processes or mode:
     RNG streams and (under FSDP) weight shards belong to ranks, so only the same layout resumes
-    exactly."""
-    have, want = read_layout(ckpt_dir), dist.layout()
+    exactly. `want`: the layout to compare with (default: this process group's)."""
+    have, want = read_layout(ckpt_dir), want or dist.layout()
     if have == want or (have["world_size"] == want["world_size"] == 1):
         return
     n = have["world_size"]
@@ -292,14 +292,16 @@ def _step_names(ckpt_root: Path) -> list[str]:
     return sorted({p.name for p in Path(ckpt_root).glob("step-*") if p.is_dir() and not p.name.endswith(".tmp")}, reverse=True)
 
 
-def check_resumable(ckpt_root: Path) -> None:
-    """Before a resume touches anything: refuse when checkpoints exist but none is intact."""
+def check_resumable(ckpt_root: Path, layout: dict | None = None) -> None:
+    """Before a resume touches anything: refuse when checkpoints exist but none is intact, or
+    when the newest intact one was written by another number of processes (`layout`: the
+    resuming job's, default this process group's)."""
     names = _step_names(ckpt_root)
     intact = next((n for n in names if damage(Path(ckpt_root) / n) is None), None)
     if (names or read_state(ckpt_root).get("latest")) and intact is None:
         raise TunesmithError(f"{ckpt_root}: no intact checkpoint to resume from (each is damaged or missing); start over with --overwrite")
     if intact is not None:
-        check_layout(Path(ckpt_root) / intact)
+        check_layout(Path(ckpt_root) / intact, layout)
 
 
 def resume_latest(ckpt_root: Path, *, model, optimizer, scheduler) -> dict | None:
