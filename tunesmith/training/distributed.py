@@ -27,7 +27,9 @@ from torch import nn
 from tunesmith.errors import TunesmithError
 
 # Which regimens run under torchrun, and with which training.distributed modes.
-SUPPORTED = {"sft": ("ddp", "fsdp"), "cpt": ("ddp", "fsdp")}
+# dpo: DDP only (its loss needs whole sequences' log-probs from one forward; FSDP would work but
+# is untested there).
+SUPPORTED = {"sft": ("ddp", "fsdp"), "cpt": ("ddp", "fsdp"), "dpo": ("ddp",)}
 
 _STATE = {"mode": None, "backend": None}
 
