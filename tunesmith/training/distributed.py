@@ -27,9 +27,9 @@ from torch import nn
 from tunesmith.errors import TunesmithError
 
 # Which regimens run under torchrun, and with which training.distributed modes.
-# dpo: DDP only (its loss needs whole sequences' log-probs from one forward; FSDP would work but
-# is untested there).
-SUPPORTED = {"sft": ("ddp", "fsdp"), "cpt": ("ddp", "fsdp"), "dpo": ("ddp",)}
+# dpo and head: DDP only (their models, a policy with a frozen reference or a sequence
+# classifier, are not sharded by `wrap`'s per-block plan; untested under FSDP).
+SUPPORTED = {"sft": ("ddp", "fsdp"), "cpt": ("ddp", "fsdp"), "dpo": ("ddp",), "head": ("ddp",)}
 
 _STATE = {"mode": None, "backend": None}
 
