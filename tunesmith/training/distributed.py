@@ -27,9 +27,10 @@ from torch import nn
 from tunesmith.errors import TunesmithError
 
 # Which regimens run under torchrun, and with which training.distributed modes.
-# dpo and head: DDP only (their models, a policy with a frozen reference or a sequence
-# classifier, are not sharded by `wrap`'s per-block plan; untested under FSDP).
-SUPPORTED = {"sft": ("ddp", "fsdp"), "cpt": ("ddp", "fsdp"), "dpo": ("ddp",), "head": ("ddp",)}
+# dpo, head and grpo: DDP only. Their loops call the model outside `wrap`'s forward (dpo's and
+# grpo's reference log-probs, grpo's sampling, head's classifier export), which FSDP's sharded
+# weights do not allow; they are untested under FSDP.
+SUPPORTED = {"sft": ("ddp", "fsdp"), "cpt": ("ddp", "fsdp"), "dpo": ("ddp",), "head": ("ddp",), "grpo": ("ddp",)}
 
 _STATE = {"mode": None, "backend": None}
 
@@ -182,6 +183,15 @@ def broadcast_object(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def all_gather_object(obj) -> list:
+    """Every rank's value of a picklable object, in rank order ([obj] for one process)."""
+    if world() == 1:
+        return [obj]
+    out = [None] * world()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def _comm_device() -> torch.device:
