@@ -158,6 +158,17 @@ def shard(group: list[list]) -> list[tuple[list, float]]:
     return [(mb, 1.0) if mb else (group[0][:1], 0.0) for mb in mine]
 
 
+def share(items: list) -> list[tuple[object, bool]]:
+    """This rank's part of a list scored in pieces (validation batches) as (item, counted) pairs:
+    items[rank::world], padded with uncounted stand-ins to the same length on every rank (FSDP
+    needs every rank in each forward). Add the counted results up with `all_sum`."""
+    n = world()
+    if n == 1:
+        return [(x, True) for x in items]
+    mine = [(x, True) for x in items[rank()::n]]
+    return mine + [(items[0], False)] * (-(-len(items) // n) - len(mine))
+
+
 def weigh(loss: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
     """The loss to back-propagate on this rank. DDP and FSDP AVERAGE gradients over the ranks;
     each rank already divides by the whole step's token count, so the ranks' gradients must be
@@ -274,10 +285,11 @@ def clip_grad_norm(params, max_norm: float | None) -> torch.Tensor:
 
 
 def evaluate(net: nn.Module, fn, *args, **kwargs):
-    """fn(model, *args) without gradients, the same value on every rank. Each rank computes it on
-    all the rows (FSDP needs every rank in each forward; DDP's model is whole on each rank) and
-    rank 0's figure is broadcast, so early stopping and best-checkpoint decisions agree even
-    where kernels are not bitwise deterministic."""
+    """fn(model, *args) without gradients, the same value on every rank. `fn` runs on every rank
+    (FSDP needs every rank in each forward): it scores all the rows on each, or its share when
+    it splits the work itself (batching.mean_loss). Rank 0's figure is broadcast, so early
+    stopping and best-checkpoint decisions agree even where kernels are not bitwise
+    deterministic."""
     with torch.no_grad():
         # DDP's forward outside a backward would leave its reducer waiting: call the model.
         value = fn(unwrap(net), *args, **kwargs) if _is_ddp(net) else net(fn, *args, **kwargs)
