@@ -33,7 +33,8 @@ LOSS_RTOL, WEIGHT_ATOL = 1e-5, 1e-4
 DATA = {"sft": "qa_train.jsonl", "cpt": "corpus.jsonl", "dpo": "pref_train.jsonl", "head": "cls_train.jsonl", "grpo": "qa_train.jsonl"}
 
 
-def _config(tmp_path: Path, tiny_model_dir, demo_dir, regimen: str = "sft", extra: str = "", **training) -> Path:
+def _config(tmp_path: Path, tiny_model_dir, demo_dir, regimen: str = "sft", extra: str = "", dropout: float = 0.0,
+            **training) -> Path:
     data = demo_dir / DATA[regimen]
     opts = {"max_steps": 6, "batch_size": 4, "gradient_accumulation_steps": 2, "learning_rate": 0.003, "save_every": 3,
             "eval_every": 3, "precision": "fp32", "threads": 1, "warmup_ratio": 0.0, **training}
@@ -41,7 +42,7 @@ def _config(tmp_path: Path, tiny_model_dir, demo_dir, regimen: str = "sft", extr
     cfg.write_text(
         f"regimen: {regimen}\nmodel:\n  name: {tiny_model_dir}\n"
         f"data:\n  train: {data}\n  max_length: 96\n  system_prompt: Be brief.\n"
-        "adapter:\n  mode: lora\n  lora_dropout: 0.0\n"
+        f"adapter:\n  mode: lora\n  lora_dropout: {dropout}\n"
         "training:\n" + "".join(f"  {k}: {v}\n" for k, v in opts.items())
         + f"output_dir: {tmp_path / 'runs'}\n" + extra
     )
@@ -95,17 +96,10 @@ def _distributed_record(run: Path) -> dict:
     return json.loads((run / "run.json").read_text())["distributed"]
 
 
-@pytest.fixture(scope="module")
-def sft_ddp(tmp_path_factory, tiny_model_dir, demo_dir):
-    """(config, one-process run, 2-process run) of LoRA sft with a checkpoint at every step."""
-    tmp = tmp_path_factory.mktemp("sft-ddp")
-    cfg = _config(tmp, tiny_model_dir, demo_dir, max_steps=16, save_every=1, eval_every=4)
-    return cfg, _train(cfg, "one"), _train(cfg, "two", nproc=2)
-
-
-def test_sft_lora_ddp_matches_one_process(sft_ddp):
+def test_sft_lora_ddp_matches_one_process(tmp_path, tiny_model_dir, demo_dir):
     # 2 micro-batches per step: each rank computes one whole micro-batch
-    cfg, one, two = sft_ddp
+    cfg = _config(tmp_path, tiny_model_dir, demo_dir)
+    one, two = _train(cfg, "one"), _train(cfg, "two", nproc=2)
     _assert_same_training(one, two)
     assert _distributed_record(two) == {"world_size": 2, "mode": "ddp", "backend": "gloo"}
     assert "distributed" not in json.loads((one / "run.json").read_text())
@@ -146,9 +140,10 @@ def _rank_pid(tag: str, rank: int) -> int | None:
     return None
 
 
-def test_sigkill_one_rank_stops_the_job_and_resume_matches(sft_ddp):
-    cfg, _, straight = sft_ddp
-    tmp_path = cfg.parent
+def test_sigkill_one_rank_stops_the_job_and_resume_matches(tmp_path, tiny_model_dir, demo_dir):
+    # LoRA dropout: each rank's RNG state must resume too (every checkpoint holds one per rank)
+    cfg = _config(tmp_path, tiny_model_dir, demo_dir, dropout=0.1, max_steps=16, save_every=1, eval_every=4)
+    straight = _train(cfg, "straight", nproc=2)
 
     tag = uuid.uuid4().hex
     victim = subprocess.Popen(_cmd(cfg, "killed", nproc=2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tag))

@@ -59,11 +59,14 @@ def _train_rank(module, cfg, *, resume: bool, overwrite: bool, progress: bool) -
     start); the other ranks only train, writing nothing but their checkpoint shards."""
     import contextlib
 
+    from tunesmith.models.loading import resolve_model
     from tunesmith.rundir import recover_replacement, remove_tree, replacing, run_lock
     from tunesmith.training import distributed
 
     run = cfg.run_dir
     main = distributed.is_main()
+    if main and overwrite and not resume and (run / "run.json").exists():
+        resolve_model(cfg.start_model)  # a typo in model.name must not cost the previous run
     if resume and (run / "checkpoints").is_dir():
         from tunesmith.training.checkpoint import check_resumable
 

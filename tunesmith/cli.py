@@ -95,7 +95,9 @@ def cmd_train(a) -> int:
     if a.nproc and a.nproc > 1:
         return _launch_train(a)
     r = api.train(a.config, a.set or [], resume=a.resume, overwrite=a.overwrite, progress=not a.quiet)
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports for all
+    from tunesmith.training.distributed import is_main
+
+    if not is_main():  # under torchrun, rank 0 reports for all
         return 0
     print(f"run: {r['run_dir']}  steps: {r['steps']}  final loss: {r['final_loss']:.4f}"
           + (f"  best validation loss: {r['best_val_loss']:.4f} (step {r['best_step']})" if r.get("best_val_loss") is not None else "")
@@ -518,7 +520,9 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "command", None) in ("study", "demo"):  # a study continues by itself, without --resume
             print("\ninterrupted; finished arms are kept: run the same command again to continue", file=sys.stderr)
         else:
-            print("\ninterrupted; a training run continues with `tunesmith train CONFIG --resume`", file=sys.stderr)
+            n = getattr(args, "nproc", None) or int(os.environ.get("WORLD_SIZE", "1") or 1)
+            print("\ninterrupted; a training run continues with `tunesmith train CONFIG --resume"
+                  + (f" --nproc {n}`" if n > 1 else "`"), file=sys.stderr)
         return 130
 
 

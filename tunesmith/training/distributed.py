@@ -27,9 +27,9 @@ from torch import nn
 from tunesmith.errors import TunesmithError
 
 # Which regimens run under torchrun, and with which training.distributed modes.
-# dpo, head and grpo: DDP only. Their loops call the model outside `wrap`'s forward (dpo's and
-# grpo's reference log-probs, grpo's sampling, head's classifier export), which FSDP's sharded
-# weights do not allow; they are untested under FSDP.
+# dpo, head and grpo: DDP only. dpo and grpo call the model outside `wrap`'s forward (reference
+# log-probs, grpo's sampling), which FSDP's sharded weights do not allow, and head's classifier
+# is not sharded per block; none of the three is tested under FSDP.
 SUPPORTED = {"sft": ("ddp", "fsdp"), "cpt": ("ddp", "fsdp"), "dpo": ("ddp",), "head": ("ddp",), "grpo": ("ddp",)}
 
 _STATE = {"mode": None, "backend": None}
@@ -51,7 +51,7 @@ def rank() -> int:
     """This process's rank; before the group exists (or after it is gone) torchrun's RANK."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank()
-    return int(os.environ.get("RANK", "0") or 0)
+    return int(os.environ.get("RANK", "0") or 0) if env_world() > 1 else 0
 
 
 def is_main() -> bool:
