@@ -108,15 +108,30 @@ def test_sft_lora_ddp_matches_one_process(tmp_path, tiny_model_dir, demo_dir):
     assert len(_metrics(two)) == len(_metrics(one))
 
 
-def test_sft_full_fsdp_matches_one_process(tmp_path, tiny_model_dir, demo_dir):
+def test_sft_full_fsdp_matches_one_process_and_resumes_exactly(tmp_path, tiny_model_dir, demo_dir):
     # 4 micro-batches per step: each rank accumulates 2 (FSDP's requires_gradient_sync off for the first)
-    cfg = _config(tmp_path, tiny_model_dir, demo_dir, gradient_accumulation_steps=4, batch_size=2, max_steps=4, eval_every=2)
+    cfg = _config(tmp_path, tiny_model_dir, demo_dir, gradient_accumulation_steps=4, batch_size=2, max_steps=4, eval_every=2,
+                  save_every=2, keep_checkpoints=5)
+    fsdp = ("--set", "adapter.mode=full", "--set", "training.distributed=fsdp")
     one = _train(cfg, "one", "--set", "adapter.mode=full")
-    two = _train(cfg, "two", "--set", "adapter.mode=full", "--set", "training.distributed=fsdp", nproc=2)
+    two = _train(cfg, "two", *fsdp, nproc=2)
     _assert_same_training(one, two)
     assert _distributed_record(two)["mode"] == "fsdp"
-    latest = json.loads((two / "checkpoints" / "state.json").read_text())["latest"]
-    assert sorted(p.name for p in (two / "checkpoints" / latest / "dcp").iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+    ckpts = two / "checkpoints"
+    assert sorted(p.name for p in (ckpts / "step-0000004" / "dcp").iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp"]
+
+    # Resume from the step-2 checkpoint (DCP shards of weights and AdamW state, scheduler, RNG):
+    # steps 3-4 come out as they did the first time.
+    import shutil
+
+    shutil.copytree(two, tmp_path / "first")
+    shutil.rmtree(ckpts / "step-0000004")
+    (ckpts / "state.json").write_text(json.dumps({"latest": "step-0000002", "best": "step-0000002"}))
+    written = (ckpts / "step-0000002" / "loop.json").stat().st_mtime_ns
+    _train(cfg, "two", *fsdp, "--resume", nproc=2)
+    assert (ckpts / "step-0000002" / "loop.json").stat().st_mtime_ns == written  # continued, not started over
+    assert (ckpts / "step-0000004").is_dir()
+    _assert_same_training(tmp_path / "first", two, rtol=1e-6, atol=1e-6)
 
 
 def test_cpt_ddp_split_micro_batches_matches_one_process(tmp_path, tiny_model_dir, demo_dir):
