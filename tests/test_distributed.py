@@ -195,19 +195,19 @@ def test_sigkill_one_rank_stops_the_job_and_resume_matches(tmp_path, tiny_model_
 def test_regimens_without_torchrun_support_are_refused(tmp_path, tiny_model_dir, demo_dir):
     cfg = _config(tmp_path, tiny_model_dir, demo_dir)
     for extra, want in ((["--set", "regimen=prompt"], "error: regimen prompt: training on several processes"),
-                        (["--set", "regimen=dpo", "--set", "training.distributed=fsdp"],
-                         "error: training.distributed=fsdp is supported for sft, cpt; use training.distributed=ddp for dpo")):
+                        (["--set", "regimen=grpo", "--set", "training.distributed=fsdp"],
+                         "error: training.distributed=fsdp is supported for sft, cpt, dpo; use training.distributed=ddp for grpo")):
         r = subprocess.run(_cmd(cfg, "x", *extra, nproc=2), capture_output=True, text=True, timeout=120, env=_env())
         assert r.returncode != 0 and r.stderr.startswith(want) and len(r.stderr.splitlines()) == 1, r.stderr
 
 
-@pytest.mark.parametrize("regimen,extra", [("dpo", ""), ("head", "head:\n  train: lora\n")])
-def test_dpo_and_head_ddp_match_one_process(tmp_path, tiny_model_dir, demo_dir, regimen, extra):
+@pytest.mark.parametrize("regimen,extra,mode", [("dpo", "", "ddp"), ("dpo", "", "fsdp"), ("head", "head:\n  train: lora\n", "ddp")])
+def test_dpo_and_head_match_one_process(tmp_path, tiny_model_dir, demo_dir, regimen, extra, mode):
     # 1 micro-batch of 4 per step: each rank takes 2 of its pairs (dpo) or examples (head)
     cfg = _config(tmp_path, tiny_model_dir, demo_dir, regimen, extra, gradient_accumulation_steps=1, max_steps=4, eval_every=2)
-    one, two = _train(cfg, "one"), _train(cfg, "two", nproc=2)
+    one, two = _train(cfg, "one"), _train(cfg, "two", "--set", f"training.distributed={mode}", nproc=2)
     _assert_same_training(one, two)
-    assert _distributed_record(two)["mode"] == "ddp"
+    assert _distributed_record(two)["mode"] == mode
 
 
 def test_grpo_ddp_trains_on_every_ranks_prompts(tmp_path, tiny_model_dir, demo_dir):

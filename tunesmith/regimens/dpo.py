@@ -189,7 +189,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         ref = {"chosen": cached["train_chosen"], "rejected": cached["train_rejected"]}
         ref_val = {"chosen": cached["validation_chosen"], "rejected": cached["validation_rejected"]}
 
-    net = dist.wrap(model)  # DDP (dpo has no FSDP: see training/distributed.py SUPPORTED)
+    net = dist.wrap(model)  # after the reference log-probs: FSDP shards the weights they were computed with
     dist.seed_rank(cfg.seed)
     params, optimizer, scheduler = build_optimizer(model, tc, total_steps)
 
@@ -277,8 +277,9 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
 
     # Export: the best checkpoint by validation loss, or the last weights.
     exported = load_best_for_export(run, model, tc.load_best)
+    whole = dist.full_state_dict(model)  # FSDP: every rank sends its shards to rank 0
     if dist.is_main():
-        save_model(model, tok, run / "model")
+        save_model(model, tok, run / "model", state_dict=whole)
     last_rewards = loop["last_rewards"] or {}
     summary = {
         **common_summary(loop, t0=t0, n_trainable=n_trainable, n_total=n_total, device=device, precision=precision, exported=exported),

@@ -27,10 +27,11 @@ from torch import nn
 from tunesmith.errors import TunesmithError
 
 # Which regimens run under torchrun, and with which training.distributed modes.
-# dpo, head and grpo: DDP only. dpo and grpo call the model outside `wrap`'s forward (reference
-# log-probs, grpo's sampling), which FSDP's sharded weights do not allow, and head's classifier
-# is not sharded per block; none of the three is tested under FSDP.
-SUPPORTED = {"sft": ("ddp", "fsdp"), "cpt": ("ddp", "fsdp"), "dpo": ("ddp",), "head": ("ddp",), "grpo": ("ddp",)}
+# head and grpo: DDP only. grpo samples completions and scores reference log-probs by calling
+# the model outside `wrap`'s forward, which FSDP's sharded weights do not allow; head's
+# classifier export (merge_and_unload) needs whole weights. (dpo's reference log-probs are
+# computed once, before the model is wrapped.)
+SUPPORTED = {"sft": ("ddp", "fsdp"), "cpt": ("ddp", "fsdp"), "dpo": ("ddp", "fsdp"), "head": ("ddp",), "grpo": ("ddp",)}
 
 _STATE = {"mode": None, "backend": None}
 
