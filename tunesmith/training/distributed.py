@@ -86,12 +86,15 @@ def init(regimen: str, tc) -> bool:
     from tunesmith.training.runtime import pick_device
 
     device = pick_device(tc.device)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(env_world())) or 1)
     if device.type == "cuda":
+        if local > torch.cuda.device_count():
+            raise TunesmithError(f"{local} processes on this machine but {torch.cuda.device_count()} GPU(s): start at most one "
+                                 "process per GPU (--nproc), or train on CPU with training.device=cpu")
         # One GPU per process: torch.device("cuda") then means this rank's GPU everywhere.
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     elif not tc.threads:
         # Processes on one machine share its cores; torch's default (all cores each) oversubscribes.
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", str(env_world())) or 1)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend)
