@@ -211,6 +211,8 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         shares = dist.shard(group)  # this rank's rows of the step (all of them for one process)
         for i, (mb, weight) in enumerate(shares):
             batch = to_device(collate(mb, pad_id), device)
+            # Several processes: gradients are reduced once, after the step's last micro-batch
+            # (DDP's no_sync before it), and `weigh` makes the ranks' reduced gradient their sum.
             with dist.accumulating(net, last=i == len(shares) - 1):
                 with autocast(device, precision):
                     s, _ = net(causal_lm_loss, batch)
