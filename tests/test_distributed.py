@@ -174,7 +174,9 @@ def test_sigkill_one_rank_stops_the_job_and_resume_matches(tmp_path, tiny_model_
     os.kill(pid, signal.SIGKILL)
     out, err = victim.communicate(timeout=120)
     assert victim.returncode != 0
-    lines = [ln for ln in err.splitlines() if ln.strip() and "gemm_4bit" not in ln]
+    # one line from tunesmith instead of torchrun's report (library notices aside)
+    assert "Traceback" not in err and "ChildFailedError" not in err and "[rank" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert lines == [f"error: training stopped: rank 1 was killed (SIGKILL) and torchrun stopped the other ranks; continue with "
                      f"`tunesmith train {cfg} --set name=killed --quiet --resume --nproc 2`"], err
     assert json.loads((tmp_path / "runs" / "killed" / "run.json").read_text())["status"] == "running"
