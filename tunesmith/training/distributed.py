@@ -97,7 +97,9 @@ def init(regimen: str, tc) -> bool:
         # Processes on one machine share its cores; torch's default (all cores each) oversubscribes.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend)
+    # device_id binds the NCCL communicator to this rank's GPU (barriers need not guess it).
+    gpu = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else None
+    dist.init_process_group(backend, **({"device_id": gpu} if gpu is not None else {}))
     _STATE.update(mode=tc.distributed, backend=backend)
     return True
 
