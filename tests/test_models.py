@@ -96,3 +96,18 @@ def test_inference_precision_resolves_auto_by_hardware_and_rejects_unknown():
     assert inference_precision("auto", "cpu") == ("bf16" if cpu_has_bf16() else "fp32")
     with pytest.raises(ValueError, match="auto, fp32 or bf16"):
         inference_precision("fp16")
+
+
+def test_inference_device_resolves_auto_and_refuses_a_missing_gpu_in_one_line():
+    import torch
+
+    from tunesmith.errors import ConfigError
+    from tunesmith.models.loading import inference_device
+
+    assert inference_device("cpu") == "cpu"
+    assert inference_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"^eval.device: cuda, but torch sees no CUDA device .*use auto or cpu$"):
+            inference_device("cuda")
+    with pytest.raises(ValueError):
+        inference_device("tpu")

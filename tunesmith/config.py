@@ -41,11 +41,13 @@ class DataConfig:
 
 @dataclass
 class AdapterConfig:
-    mode: Literal["lora", "full", "freeze"] = option("lora", "What is trained: LoRA adapters, all weights, or only the top blocks and the head")
+    mode: Literal["lora", "qlora", "full", "freeze"] = option("lora", "What is trained: LoRA adapters, LoRA adapters on a 4-bit quantized frozen base (QLoRA, bitsandbytes: pip install 'tunesmith[qlora]'), all weights, or only the top blocks and the head")
     lora_r: int = option(16, "LoRA rank", minimum=1, maximum=4096)
     lora_alpha: float = option(32.0, "LoRA scaling numerator (scale = alpha / r)", minimum=0.0, maximum=100000.0)
     lora_dropout: float = option(0.05, "Dropout on the LoRA input", minimum=0.0, maximum=1.0)
     target_modules: str | list[str] = option("all-linear", "Modules that get LoRA adapters: 'all-linear' or a list of module names such as [q_proj, v_proj]")
+    quant_type: Literal["nf4", "fp4"] = option("nf4", "qlora: 4-bit data type of the frozen base (NF4, the QLoRA paper's NormalFloat, or plain FP4)")
+    double_quant: bool = option(True, "qlora: also quantize the per-block scales (about 0.4 bits per weight less, the QLoRA paper's double quantization)")
     train_top_layers: int = option(2, "freeze mode: how many of the top transformer blocks are trained (with the final norm and the output layer)", minimum=0, maximum=10000)
 
 

@@ -3,7 +3,16 @@ place that quiets it, for the CLI's process and for the worker processes a study
 
 from __future__ import annotations
 
+import logging
 import os
+
+
+def silence_optional_kernel_probes() -> None:
+    """bitsandbytes (the qlora extra), imported by peft whenever it is installed, logs a warning
+    at import on AVX512-BF16 CPUs that it could not fetch an optional kernel from the Hugging Face
+    hub. Nothing is missing (it falls back to its own CPU code) and nothing can be fetched offline,
+    so the line only alarms: every tunesmith process sets that logger to errors only."""
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def quiet_libraries() -> None:

@@ -28,9 +28,9 @@ def answer_and_score(model_spec: str, rows: list[dict], system: str, *, batch_si
     """Greedy answers to each row's prompt, scored with normalised exact match and containment."""
     from tunesmith.eval.metrics import answer_contained, exact_match
     from tunesmith.generation import GenerationSettings, generate_batch
-    from tunesmith.models.loading import load_model
+    from tunesmith.models.loading import inference_device, load_model
 
-    model, tok, _ = load_model(model_spec)
+    model, tok, _ = load_model(model_spec, device=inference_device())
     convs = [[{"role": "system", "content": system}, {"role": "user", "content": r["prompt"]}] for r in rows]
     preds = generate_batch(model, tok, convs, GenerationSettings(max_new_tokens=16), batch_size=batch_size, progress=True)
     refs = [[r["answer"], *r.get("aliases", [])] for r in rows]

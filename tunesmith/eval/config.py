@@ -64,6 +64,7 @@ class EvalConfig:
     precision: Literal["auto", "fp32", "bf16"] = option(
         "fp32", "Weights' precision for generation and scoring: fp32, bf16 (a LoRA adapter is merged in fp32 first), or "
         "auto = bf16 where the hardware multiplies bf16 natively (CPUs with AVX512-BF16 or AMX, CUDA GPUs with bf16), fp32 elsewhere")
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "Where the evaluated model runs: auto is a CUDA GPU when torch sees one, else the CPU")
     bootstrap: int = option(1000, "Bootstrap resamples for confidence intervals", minimum=100, maximum=1_000_000)
     domain_corpus: str | None = option(None, "Domain corpus (text dataset): enables the domain-adherence score of answers")
     ood_data: str | None = option(None, "Out-of-domain questions (prompt field): scored for the out-of-domain policy")
@@ -117,6 +118,7 @@ class EvalConfig:
         # other tasks never show tests, so their cached results stay valid.
         d.pop("show_tests", None)
         d.pop("precision", None)  # the runner keys the resolved precision (auto differs between machines)
+        d.pop("device", None)  # ... and the resolved device
         if self.task == "code":
             d["show_tests"] = self.tests_in_prompt
         return d

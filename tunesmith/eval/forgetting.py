@@ -179,9 +179,9 @@ def _token_weighted_nll(pairs: list[tuple[float, int]]) -> float:
 
 
 def _evaluate(spec: str, texts: list[str], items: list[dict], system: str | None, fmt: str) -> dict:
-    from tunesmith.models.loading import load_model
+    from tunesmith.models.loading import inference_device, load_model
 
-    model, tok, _ = load_model(spec)
+    model, tok, _ = load_model(spec, device=inference_device())
     ppl = perplexity(model, tok, texts)
     probe = probe_accuracy(model, tok, items, system=system, fmt=fmt)
     del model  # free it before a caller loads the base model

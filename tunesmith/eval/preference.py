@@ -118,9 +118,9 @@ def pair_logprobs(model, pairs: list[Pair], *, pad_id: int, batch_size: int = 16
 
 
 def _score(spec: str, pairs_rows: list[dict], system: str | None, batch_size: int, progress: bool = False):
-    from tunesmith.models.loading import load_model
+    from tunesmith.models.loading import inference_device, load_model
 
-    model, tok, _ = load_model(spec)
+    model, tok, _ = load_model(spec, device=inference_device())
     pairs, kept, _ = encode_pairs(pairs_rows, tok, system_prompt=system)
     if len(kept) != len(pairs_rows):
         raise TunesmithError(f"{spec}: {len(pairs_rows) - len(kept)} pairs have no answer tokens after rendering")

@@ -114,12 +114,12 @@ def mean_reward(model_spec: str, data_path: str, rewards: Mapping[str, float], *
     from tunesmith.data.templating import to_messages
     from tunesmith.eval.stats import bootstrap_ci
     from tunesmith.generation import GenerationSettings, generate_batch
-    from tunesmith.models.loading import load_model
+    from tunesmith.models.loading import inference_device, load_model
     from tunesmith.rewards import combine
 
     rows, columns = load_reward_prompts(data_path, rewards, reward_options, limit=limit, data_type=data_type)
     system = system if system is not None else run_system_prompt(str(model_spec))
-    model, tok, _ = load_model(str(model_spec))
+    model, tok, _ = load_model(str(model_spec), device=inference_device())
     convs = [to_messages(r, "prompt_only", system) for r in rows]
     completions = generate_batch(model, tok, convs, GenerationSettings(max_new_tokens=max_new_tokens), batch_size=batch_size)
     del model

@@ -126,7 +126,7 @@ def _classify(model, tok, items, cfg, progress) -> tuple[list[list[str]], list[l
 def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool = False) -> dict:
     """Evaluate `spec` (run directory, built-in name, HF dir or .gguf) on `cfg.data`."""
     from tunesmith.answering import Answerer, Answering
-    from tunesmith.models.loading import inference_precision
+    from tunesmith.models.loading import inference_device, inference_precision
     from tunesmith.eval.sources import read_records
     from tunesmith.eval.tasks import build_items
 
@@ -135,11 +135,14 @@ def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool =
     run = model_run_dir(spec, cfg.output_dir)
     how = Answering.of(run)
     system = cfg.system if cfg.system is not None else how.system
-    precision = inference_precision(cfg.precision)
+    device = inference_device(cfg.device)
+    precision = inference_precision(cfg.precision, device)
     key_src = {"v": EVAL_VERSION, "model": model_fingerprint(spec), "data": _data_hash(cfg), "cfg": cfg.cache_fields(),
                "system": system, "recipe": _recipe_hash(run)}
     if precision != "fp32":  # the resolved precision keys the cache; fp32 results cached before it existed stay valid
         key_src["precision"] = precision
+    if device != "cpu":  # likewise the device: CPU results cached before it existed stay valid
+        key_src["device"] = device
     if cfg.domain_corpus:
         key_src["adherence_v"] = ADHERENCE_VERSION
     cache_key = hashlib.sha256(json.dumps(key_src, sort_keys=True, default=str).encode()).hexdigest()
@@ -149,7 +152,7 @@ def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool =
 
     if how.is_head:
         return _evaluate_head_run(run, cfg, cache_key, out)
-    answerer = Answerer.load(spec, precision=precision)
+    answerer = Answerer.load(spec, device=device, precision=precision)
     model, tok = answerer.model, answerer.tok
     items = build_items(records, cfg, system)
     retrieval = _apply_recipe(how, items, records, cfg)
@@ -166,7 +169,7 @@ def evaluate(spec: str, cfg: EvalConfig, *, progress: bool = True, force: bool =
         "schema_version": SCHEMA_VERSION, "dataset": cfg.dataset_name, "task": cfg.task, "n": len(items),
         "primary_metric": scoring.PRIMARY[cfg.task], "metrics": metrics, "helpfulness": helpfulness, **extra,
         "generation": {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "top_p": cfg.top_p,
-                       "stop": cfg.stop, "n_samples": cfg.n_samples, "batch_size": cfg.batch_size, "precision": precision,
+                       "stop": cfg.stop, "n_samples": cfg.n_samples, "batch_size": cfg.batch_size, "precision": precision, "device": device,
                        "method": "label log-likelihood" if cfg.task == "classification" else "generate"},
         "prompt_template": cfg.prompt, "system": system, "shots": cfg.shots, "shot_selection": cfg.shot_selection,
         "model": {"spec": spec, "hash": key_src["model"]}, "data": {"path": cfg.data, "hash": key_src["data"]},

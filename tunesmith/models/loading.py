@@ -295,8 +295,9 @@ def load_tokenizer(spec: str | ModelRef):
     return prepare_tokenizer(AutoTokenizer.from_pretrained(src))
 
 
-def _load_weights(ref: ModelRef):
-    """The model a ref describes, with every adapter below the top one merged in."""
+def _load_weights(ref: ModelRef, dtype=None):
+    """The model a ref describes, with every adapter below the top one merged in (float32, or
+    `dtype` for a plain model that has no adapter to merge)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -305,7 +306,7 @@ def _load_weights(ref: ModelRef):
         if hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()
     else:
-        model = AutoModelForCausalLM.from_pretrained(ref.weights_dir, dtype=torch.float32, attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_pretrained(ref.weights_dir, dtype=dtype or torch.float32, attn_implementation="sdpa")
     if ref.adapter is not None:
         from peft import PeftModel
 
@@ -313,19 +314,22 @@ def _load_weights(ref: ModelRef):
     return model
 
 
-def load_model(spec: str | ModelRef, *, merge_adapter: bool = False, precision: str = "fp32"):
-    """Return (model, tokenizer, ref) on CPU, adapter attached when there is one.
+def load_model(spec: str | ModelRef, *, merge_adapter: bool = False, precision: str = "fp32", device: str | None = None):
+    """Return (model, tokenizer, ref) on CPU (or on `device`), adapter attached when there is one.
 
-    Weights load and adapters merge in float32; `precision` "bf16" then casts the weights for
-    inference (half the memory, and matrix multiplies on the CPU's bf16 units). A LoRA adapter
+    Adapters merge in float32; `precision` "bf16" then casts the weights for inference (half the
+    memory, and matrix multiplies on the CPU's bf16 units). A plain model (no adapter) loads in
+    bf16 directly: the same values as casting after a float32 load, without ever holding the
+    float32 copy (for a 1B model, 4 GiB that would otherwise be the run's peak). A LoRA adapter
     that stays attached keeps float32 weights: peft computes it in float32 on bf16 inputs."""
+    import torch
+
     ref = spec if isinstance(spec, ModelRef) else resolve_model(spec)
-    model = _load_weights(ref)
+    direct = precision == "bf16" and ref.base is None and ref.adapter is None
+    model = _load_weights(ref, torch.bfloat16 if direct else None)
     if merge_adapter and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     if precision == "bf16":
-        import torch
-
         if hasattr(model, "merge_and_unload"):
             model.base_model.model.to(torch.bfloat16)
             for name, param in model.named_parameters():
@@ -335,8 +339,26 @@ def load_model(spec: str | ModelRef, *, merge_adapter: bool = False, precision: 
             model.to(torch.bfloat16)
     elif precision != "fp32":
         raise ValueError(f"precision must be fp32 or bf16, not {precision!r}")
+    if device is not None and device != "cpu":
+        model.to(device)
     model.eval()
     return model, load_tokenizer(ref), ref
+
+
+def inference_device(pref: str = "auto") -> str:
+    """cpu or cuda for inference: auto is the GPU when torch sees one (evaluation is most of a
+    study's time, and every evaluation path takes its device from the model's weights)."""
+    import torch
+
+    if pref == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if pref == "cuda" and not torch.cuda.is_available():
+        from tunesmith.errors import ConfigError
+
+        raise ConfigError("eval.device: cuda, but torch sees no CUDA device (torch.cuda.is_available() is False); use auto or cpu")
+    if pref not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {pref!r}")
+    return pref
 
 
 def inference_precision(precision: str = "auto", device: str | None = None) -> str:

@@ -41,7 +41,7 @@ from tunesmith.eval.preference import encode_pairs, pair_batch, pair_lengths, pa
 from tunesmith.runs import start_run, update_run
 from tunesmith.training import checkpoint as ckpt
 from tunesmith.training import distributed as dist
-from tunesmith.training.adapters import load_trainable, save_model
+from tunesmith.training.adapters import is_lora, load_trainable, save_model
 from tunesmith.training.batching import epoch_order
 from tunesmith.training.losses import check_finite_loss, sequence_logprobs
 from tunesmith.training.pref_losses import dpo_loss
@@ -175,7 +175,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         fp = _fingerprint(cfg, precision, train_pairs + val_pairs)
         cached = _read_ref_cache(run / REF_FILE, fp) if dist.is_main() else None
         if cached is None and dist.is_main():
-            rc, rr = reference_logprobs(model, train_pairs + val_pairs, lora=cfg.adapter.mode == "lora",
+            rc, rr = reference_logprobs(model, train_pairs + val_pairs, lora=is_lora(cfg.adapter.mode),
                                         pad_id=pad_id, batch_size=tc.batch_size, precision=precision)
             cached = {"train_chosen": rc[:n_pairs], "train_rejected": rr[:n_pairs],
                       "validation_chosen": rc[n_pairs:], "validation_rejected": rr[n_pairs:]}

@@ -61,7 +61,7 @@ from tunesmith.rewards import combine
 from tunesmith.runs import start_run, update_run
 from tunesmith.training import checkpoint as ckpt
 from tunesmith.training import distributed as dist
-from tunesmith.training.adapters import load_trainable, save_model
+from tunesmith.training.adapters import is_lora, load_trainable, save_model
 from tunesmith.training.batching import epoch_order
 from tunesmith.training.losses import check_finite_loss, token_logits
 from tunesmith.training.pref_losses import group_advantages, grpo_loss
@@ -277,8 +277,8 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     device, precision = prepare_runtime(cfg.seed, tc)
     # LoRA gets its reference by disabling the adapter; full / freeze need a frozen copy of the
     # starting weights, made only when the KL term uses it.
-    model, tok, ref_model, n_trainable, n_total = load_trainable(cfg, device, keep_reference=cfg.adapter.mode != "lora" and gc.kl_coef > 0)
-    use_ref = cfg.adapter.mode == "lora" or ref_model is not None
+    model, tok, ref_model, n_trainable, n_total = load_trainable(cfg, device, keep_reference=not is_lora(cfg.adapter.mode) and gc.kl_coef > 0)
+    use_ref = is_lora(cfg.adapter.mode) or ref_model is not None
 
     # Prompts -> chat-template text; prompts too long to leave room for a completion are dropped.
     def render(rows):

@@ -1,4 +1,5 @@
-"""Which weights a regimen trains: LoRA adapters (peft), everything, or the top blocks only.
+"""Which weights a regimen trains: LoRA adapters (peft), LoRA on a 4-bit base (QLoRA), everything,
+or the top blocks only.
 
 Any regimen that trains weights calls `apply_adapter` and, at the end, `save_model`; the saved
 `model/` directory loads with transformers (and peft for adapters) alone.
@@ -15,9 +16,19 @@ from tunesmith.errors import ConfigError
 from tunesmith.rundir import remove_tree
 
 
+LORA_MODES = ("lora", "qlora")
+
+
+def is_lora(mode: str) -> bool:
+    """True for the adapter modes that train LoRA adapters on a frozen base (disabling the
+    adapter gives the starting model back, so no reference copy is needed)."""
+    return mode in LORA_MODES
+
+
 def apply_adapter(model, cfg, *, task_type: str = "CAUSAL_LM"):
-    """Mark the trainable parameters per `cfg` (an AdapterConfig); returns the model to train."""
-    if cfg.mode == "lora":
+    """Mark the trainable parameters per `cfg` (an AdapterConfig); returns the model to train.
+    For qlora the base must already be quantized (`quantize_base_4bit`)."""
+    if is_lora(cfg.mode):
         from peft import LoraConfig, get_peft_model
 
         lcfg = LoraConfig(
@@ -51,8 +62,15 @@ def load_trainable(cfg, device, *, keep_reference: bool = False, precision: str 
 
     from tunesmith.models.loading import load_model
 
-    model, tok, _ = load_model(cfg.start_model, merge_adapter=True)
+    # A frozen base that will be held in bf16 loads in bf16: the float32 copy would be the run's
+    # memory peak (4 GiB for a 1B model). Only without a reference copy, which must stay float32.
+    bf16_base = precision is not None and not keep_reference and \
+        resolved_base_dtype(cfg.training.base_dtype, cfg.adapter.mode, precision) == "bf16"
+    model, tok, _ = load_model(cfg.start_model, merge_adapter=True, precision="bf16" if bf16_base else "fp32")
+    model.train()
     reference = copy.deepcopy(model).requires_grad_(False).eval().to(device) if keep_reference else None
+    if cfg.adapter.mode == "qlora":
+        model = quantize_base_4bit(model.to(device), cfg.adapter, bf16=precision == "bf16")
     model = apply_adapter(model, cfg.adapter).to(device)
     model.train()
     counts = count_params(model)
@@ -61,11 +79,48 @@ def load_trainable(cfg, device, *, keep_reference: bool = False, precision: str 
     return (model, tok, reference, *counts)
 
 
+def quantize_base_4bit(model, acfg, *, bf16: bool):
+    """QLoRA's base (Dettmers et al. 2023): every linear layer of the decoder becomes a
+    bitsandbytes 4-bit layer (acfg.quant_type, NF4 by default; acfg.double_quant also quantizes the
+    per-64-weight scales), computing in bf16 or fp32. The output layer stays as it is (it is tied to
+    the input embeddings in most small models, and quantizing the vocabulary projection costs the
+    most accuracy). Quantizes on the model's device: bitsandbytes runs on CUDA and on CPU."""
+    import torch
+
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise ConfigError("adapter.mode: qlora needs bitsandbytes; install it with pip install 'tunesmith[qlora]' "
+                          "(or use adapter.mode: lora)") from None
+    device = next(model.parameters()).device
+    head = model.get_output_embeddings()
+    compute = torch.bfloat16 if bf16 else torch.float32
+    for parent in list(model.get_decoder().modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is not torch.nn.Linear or child is head:
+                continue
+            q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None, compute_dtype=compute,
+                                  compress_statistics=acfg.double_quant, quant_type=acfg.quant_type, device="meta")
+            # Params4bit quantizes when moved to a device: (out, in) fp32 -> packed uint8 + scales.
+            q.weight = bnb.nn.Params4bit(child.weight.data, requires_grad=False, compress_statistics=acfg.double_quant,
+                                         quant_type=acfg.quant_type, module=q).to(device)
+            if child.bias is not None:
+                q.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
+            # bitsandbytes 0.50 repacks the weights for its AVX512-BF16 CPU kernel on the first
+            # forward in eval mode (validation) and never packs them back: later training steps
+            # would then run a kernel with no backward, and gradients would stop at that layer.
+            q.support_avx512bf16_for_cpu = False
+            setattr(parent, name, q)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 def resolved_base_dtype(base_dtype: str, adapter_mode: str, precision: str) -> str:
     """'bf16' or 'fp32' for the frozen base weights: bf16 only under LoRA (nothing else has a
     frozen base whose precision does not matter to the optimizer) and, for auto, only when the
     forward pass runs in bf16 anyway."""
-    if adapter_mode != "lora" or base_dtype == "fp32":
+    if not is_lora(adapter_mode) or base_dtype == "fp32":
         return "fp32"
     if base_dtype == "bf16":
         return "bf16"
@@ -79,7 +134,8 @@ def apply_training_options(model, tc, adapter_mode: str, precision: str):
 
     if resolved_base_dtype(tc.base_dtype, adapter_mode, precision) == "bf16":
         for p in model.parameters():
-            if not p.requires_grad:
+            # Not QLoRA's packed 4-bit weights (uint8): only frozen float tensors are cast.
+            if not p.requires_grad and p.is_floating_point():
                 p.data = p.data.to(torch.bfloat16)
     if tc.gradient_checkpointing:
         # use_reentrant=False: gradients reach LoRA weights even though the block inputs
@@ -122,9 +178,12 @@ def count_params(model) -> tuple[int, int]:
         if id(p) in seen:
             continue
         seen.add(id(p))
-        total += p.numel()
+        # A 4-bit (QLoRA) weight packs two values a byte: count the weights it stands for.
+        qs = getattr(p, "quant_state", None)
+        n = int(qs.shape.numel()) if qs is not None else p.numel()
+        total += n
         if p.requires_grad:
-            trainable += p.numel()
+            trainable += n
     return trainable, total
 
 

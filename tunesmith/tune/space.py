@@ -102,7 +102,8 @@ _LORA = {"adapter.lora_r": _R(choices=[4, 8, 16, 32, 64]), "adapter.lora_alpha":
 
 def default_space(cfg: TrainConfig) -> dict[str, ParamRange]:
     """The regimen's default search space for this config (its adapter mode picks the rates)."""
-    mode, r = cfg.adapter.mode, cfg.regimen
+    # QLoRA trains LoRA adapters: the same rates and ranks (Dettmers et al. 2023 use LoRA's).
+    mode, r = ("lora" if cfg.adapter.mode == "qlora" else cfg.adapter.mode), cfg.regimen
     lora = _LORA if mode == "lora" else {}
     if r in ("sft", "cpt"):
         return {"training.learning_rate": _R(*_LR[mode], log=True), **_COMMON, **lora}
