@@ -138,6 +138,29 @@ def reference_logprobs(model, pairs, *, lora: bool, pad_id: int, batch_size: int
     return pair_logprobs(model, pairs, pad_id=pad_id, batch_size=batch_size, precision=precision)
 
 
+def _reference(cfg, run, model, train_pairs, val_pairs, *, pad_id: int, precision: str):
+    """(train, validation) reference log-probs as {"chosen", "rejected"} dicts, and where they came
+    from ("computed", "cached", or "none" for simpo), read from the run's cache when it matches.
+    Under torchrun rank 0 computes (or reads) them and the other ranks read its cache file."""
+    if cfg.dpo.loss == "simpo":
+        return None, None, "none"
+    n_pairs, source = len(train_pairs), "cached"
+    fp = _fingerprint(cfg, precision, train_pairs + val_pairs)
+    cached = _read_ref_cache(run / REF_FILE, fp) if dist.is_main() else None
+    if cached is None and dist.is_main():
+        rc, rr = reference_logprobs(model, train_pairs + val_pairs, lora=is_lora(cfg.adapter.mode),
+                                    pad_id=pad_id, batch_size=cfg.training.batch_size, precision=precision)
+        cached = {"train_chosen": rc[:n_pairs], "train_rejected": rr[:n_pairs],
+                  "validation_chosen": rc[n_pairs:], "validation_rejected": rr[n_pairs:]}
+        _write_ref_cache(run / REF_FILE, cached, fp)
+        source = "computed"
+    dist.barrier()  # the cache file is complete
+    if not dist.is_main():
+        cached = _read_ref_cache(run / REF_FILE, fp)
+    return ({"chosen": cached["train_chosen"], "rejected": cached["train_rejected"]},
+            {"chosen": cached["validation_chosen"], "rejected": cached["validation_rejected"]}, source)
+
+
 def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     t0 = time.time()
     tc, dcfg = cfg.training, cfg.dpo
@@ -168,26 +191,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     steps_per_epoch, total_steps = step_budget(n_pairs, tc)
 
     # Reference log-probs: once, before any step (and before a checkpoint's weights load).
-    # Under torchrun rank 0 computes (or reads) them and the other ranks read its cache file.
-    ref = ref_val = None
-    ref_source = "none"
-    if dcfg.loss != "simpo":
-        fp = _fingerprint(cfg, precision, train_pairs + val_pairs)
-        cached = _read_ref_cache(run / REF_FILE, fp) if dist.is_main() else None
-        if cached is None and dist.is_main():
-            rc, rr = reference_logprobs(model, train_pairs + val_pairs, lora=is_lora(cfg.adapter.mode),
-                                        pad_id=pad_id, batch_size=tc.batch_size, precision=precision)
-            cached = {"train_chosen": rc[:n_pairs], "train_rejected": rr[:n_pairs],
-                      "validation_chosen": rc[n_pairs:], "validation_rejected": rr[n_pairs:]}
-            _write_ref_cache(run / REF_FILE, cached, fp)
-            ref_source = "computed"
-        else:
-            ref_source = "cached"
-        dist.barrier()
-        if not dist.is_main():
-            cached = _read_ref_cache(run / REF_FILE, fp)
-        ref = {"chosen": cached["train_chosen"], "rejected": cached["train_rejected"]}
-        ref_val = {"chosen": cached["validation_chosen"], "rejected": cached["validation_rejected"]}
+    ref, ref_val, ref_source = _reference(cfg, run, model, train_pairs, val_pairs, pad_id=pad_id, precision=precision)
 
     net = dist.wrap(model)  # after the reference log-probs: FSDP shards the weights they were computed with
     dist.seed_rank(cfg.seed)

@@ -299,7 +299,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * steps_per_epoch))
     total_updates = total_steps * gc.updates_per_batch
     # The schedule counts optimizer updates: updates_per_batch of them per sampled batch.
-    net = dist.wrap(model) if dist.world() > 1 else None  # DDP: the gradient passes go through it
+    net = dist.wrap(model)  # under torchrun DDP: the gradient passes go through it
     dist.seed_rank(cfg.seed)
     params, optimizer, scheduler = build_optimizer(model, tc, total_updates)
 
@@ -388,8 +388,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         is_last = loop["step"] >= total_steps
         improved = False
         if val_rows and (loop["step"] % tc.eval_every == 0 or is_last):
-            val = dist.evaluate(net, validation_reward, tok, val_rows, val_columns, cfg) if net is not None else \
-                validation_reward(model, tok, val_rows, val_columns, cfg)
+            val = dist.evaluate(net, validation_reward, tok, val_rows, val_columns, cfg)
             value = val["val_reward"]  # higher is better
             improved = record_evaluation(loop, value, higher_is_better=True, min_delta=tc.early_stopping_min_delta,
                                          patience=tc.early_stopping_patience, total_steps=total_steps, metrics=val)
