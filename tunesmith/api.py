@@ -26,9 +26,14 @@ def train(config: str | Path | object, overrides=(), *, resume: bool = False, ov
     from tunesmith.models.loading import resolve_model
     from tunesmith.rundir import check_name, recover_replacement, remove_tree, replacing, run_lock
 
+    from tunesmith.training import distributed
+
     cfg = config if isinstance(config, TrainConfig) else load_train_config(config, overrides)
     check_name(cfg.name, "name")
     module = importlib.import_module(f"tunesmith.regimens.{cfg.regimen}")
+    if distributed.env_world() > 1:  # under torchrun: one process per rank, rank 0 owns the run directory
+        with distributed.session(cfg.regimen, cfg.training):
+            return _train_rank(module, cfg, resume=resume, overwrite=overwrite, progress=progress)
     run = cfg.run_dir
     with run_lock(run):
         recover_replacement(run)  # a replacement killed half-way gives the previous run back first
@@ -45,6 +50,37 @@ def train(config: str | Path | object, overrides=(), *, resume: bool = False, ov
             except Exception:
                 if (fresh or overwrite) and run.exists() and not (run / "checkpoints" / "state.json").exists():
                     remove_tree(run, run.parent)  # nothing worth resuming; the retry starts clean
+                raise
+
+
+def _train_rank(module, cfg, *, resume: bool, overwrite: bool, progress: bool) -> dict:
+    """api.train for one rank of a torchrun job: rank 0 takes the run's lock and does what a
+    single process does around the regimen (the replace-on-overwrite, the clean-up of a failed
+    start); the other ranks only train, writing nothing but their checkpoint shards."""
+    import contextlib
+
+    from tunesmith.models.loading import resolve_model
+    from tunesmith.rundir import recover_replacement, remove_tree, replacing, run_lock
+    from tunesmith.training import distributed
+
+    run = cfg.run_dir
+    main = distributed.is_main()
+    if main and overwrite and not resume and (run / "run.json").exists():
+        resolve_model(cfg.start_model)  # a typo in model.name must not cost the previous run
+    if resume and (run / "checkpoints").is_dir():
+        from tunesmith.training.checkpoint import check_resumable
+
+        check_resumable(run / "checkpoints")  # every rank: the same one-line error on every rank
+    with run_lock(run) if main else contextlib.nullcontext():
+        if main:
+            recover_replacement(run)
+        fresh = not run.exists()
+        with replacing(run, overwrite and not resume) if main else contextlib.nullcontext():
+            try:
+                return module.train(cfg, resume=resume, overwrite=overwrite, progress=progress)
+            except Exception:
+                if main and (fresh or overwrite) and run.exists() and not (run / "checkpoints" / "state.json").exists():
+                    remove_tree(run, run.parent)
                 raise
 
 

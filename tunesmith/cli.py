@@ -57,10 +57,48 @@ def _fields_arg(items: list[str]) -> dict[str, str] | None:
     return out or None
 
 
+def _train_args(a) -> list[str]:
+    """The train command's arguments as given, without --nproc (what each torchrun rank runs)."""
+    out = [a.config]
+    for item in a.set or []:
+        out += ["--set", item]
+    return out + [f for f, on in (("--resume", a.resume), ("--overwrite", a.overwrite), ("--quiet", a.quiet)) if on]
+
+
+def _launch_train(a) -> int:
+    """--nproc N: validate the config here (one error, not N), then run the command under torchrun."""
+    from tunesmith.config import load_train_config
+    from tunesmith.launch import launch
+
+    if os.environ.get("WORLD_SIZE"):
+        raise TunesmithError(f"--nproc: this process already runs under torchrun (WORLD_SIZE={os.environ['WORLD_SIZE']}); drop --nproc")
+    cfg = load_train_config(a.config, a.set or [])
+    from tunesmith.training.distributed import check_supported
+
+    check_supported(cfg.regimen, cfg.training.distributed)
+    if a.resume and (cfg.run_dir / "checkpoints").is_dir():  # another world size: say so before starting N processes
+        from tunesmith.training.checkpoint import check_resumable
+
+        check_resumable(cfg.run_dir / "checkpoints", {"world_size": a.nproc, "distributed": cfg.training.distributed})
+    import shlex
+
+    again = _train_args(a)
+    again = [x for x in again if x not in ("--resume", "--overwrite")]
+    hints = (f"tunesmith train {shlex.join(again + ['--resume', '--nproc', str(a.nproc)])}",
+             f"tunesmith train {shlex.join(again + ['--nproc', str(a.nproc)])}")
+    return launch(a.nproc, _train_args(a), hints=hints, resumable=lambda: (cfg.run_dir / "checkpoints" / "state.json").exists())
+
+
 def cmd_train(a) -> int:
     from tunesmith import api
 
+    if a.nproc and a.nproc > 1:
+        return _launch_train(a)
     r = api.train(a.config, a.set or [], resume=a.resume, overwrite=a.overwrite, progress=not a.quiet)
+    from tunesmith.training.distributed import is_main
+
+    if not is_main():  # under torchrun, rank 0 reports for all
+        return 0
     print(f"run: {r['run_dir']}  steps: {r['steps']}  final loss: {r['final_loss']:.4f}"
           + (f"  best validation loss: {r['best_val_loss']:.4f} (step {r['best_step']})" if r.get("best_val_loss") is not None else "")
           + f"  {r['tokens_per_s']:.0f} tok/s  {r['wall_seconds']:.0f} s")
@@ -305,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run from its latest checkpoint")
     t.add_argument("--overwrite", action="store_true", help="delete an existing run of the same name and start over")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--nproc", type=_number(int, 1, 4096), metavar="N",
+                   help="train on N processes of this machine (N GPUs, or CPU processes) with torchrun; the same as "
+                        "`torchrun --nproc-per-node N -m tunesmith train CONFIG` (see training.distributed)")
     t.set_defaults(fn=cmd_train)
 
     sub.add_parser("models", help="list the built-in models").set_defaults(fn=cmd_models)
@@ -479,7 +520,9 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "command", None) in ("study", "demo"):  # a study continues by itself, without --resume
             print("\ninterrupted; finished arms are kept: run the same command again to continue", file=sys.stderr)
         else:
-            print("\ninterrupted; a training run continues with `tunesmith train CONFIG --resume`", file=sys.stderr)
+            n = getattr(args, "nproc", None) or int(os.environ.get("WORLD_SIZE", "1") or 1)
+            print("\ninterrupted; a training run continues with `tunesmith train CONFIG --resume"
+                  + (f" --nproc {n}`" if n > 1 else "`"), file=sys.stderr)
         return 130
 
 

@@ -77,7 +77,8 @@ class TrainingConfig:
     gradient_checkpointing: bool = option(False, "sft, cpt: recompute each block's activations in the backward pass instead of keeping them: much less memory, about a third more compute")
     fused_optimizer: bool = option(True, "Use torch's fused AdamW kernel where the device supports it (same update, fewer passes over the parameters)")
     compile: bool = option(False, "sft, cpt: torch.compile the model before training (compiles on the first steps; pays off only on long runs)")
-    threads: int | None = option(None, "CPU threads for torch (default: torch's choice)", minimum=1, maximum=4096)
+    threads: int | None = option(None, "CPU threads for torch (default: torch's choice; under torchrun on CPU, the cores divided among the processes)", minimum=1, maximum=4096)
+    distributed: Literal["ddp", "fsdp"] = option("ddp", "Under torchrun (`tunesmith train --nproc N`): ddp keeps a whole copy of the model in every process and all-reduces the gradients; fsdp shards weights, gradients and optimizer state with FSDP2 (sft, cpt and dpo). One process: ignored. The global batch stays batch_size x gradient_accumulation_steps rows whatever the number of processes")
 
 
 @dataclass

@@ -15,6 +15,7 @@ another run's output, `init_from`) and mark what trains (LoRA, full, freeze), th
 
 "Continued pre-training, then SFT" is two chained runs: an sft config with
 `init_from: runs/<cpt run>` starts from this run's exported model (see examples/cpt-then-sft.yaml).
+Under torchrun each rank computes its share of every step's rows, as in sft.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import random
 import time
 
-import torch
 
 from tunesmith.data.packing import batches, collate
 from tunesmith.data.schemas import load_dataset
@@ -31,6 +31,7 @@ from tunesmith.data.templating import Example, render_text
 from tunesmith.errors import ConfigError, TunesmithError
 from tunesmith.runs import start_run, update_run
 from tunesmith.training import checkpoint as ckpt
+from tunesmith.training import distributed as dist
 from tunesmith.training.adapters import load_trainable, save_model
 from tunesmith.training.batching import count_targets, epoch_order, make_rows, mean_loss
 from tunesmith.training.losses import causal_lm_loss, check_finite_loss
@@ -142,10 +143,13 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     if general_docs is not None:
         counts["general"] = len(general_docs)
         data_info["general_source"] = cfg.cpt.general_text or "tunesmith.resources:general_text"
-    run = start_run(cfg, regimen="cpt", files={"train": cfg.data.train, "validation": cfg.data.validation,
-                                               "general_text": cfg.cpt.general_text if general_docs is not None else None},
-                    counts=counts, data_info=data_info, resume=resume, overwrite=overwrite)
-    update_run(run, adapter=cfg.adapter.mode, data_type=train_ds.type)
+    run = cfg.run_dir
+    if dist.is_main():  # under torchrun rank 0 alone writes the run directory
+        start_run(cfg, regimen="cpt", files={"train": cfg.data.train, "validation": cfg.data.validation,
+                                             "general_text": cfg.cpt.general_text if general_docs is not None else None},
+                  counts=counts, data_info=data_info, resume=resume, overwrite=overwrite)
+        update_run(run, adapter=cfg.adapter.mode, data_type=train_ds.type, **dist.record())
+    dist.barrier()  # the run directory exists before any rank reads its checkpoints
 
     # Model, trainable parameters and device.
     device, precision = prepare_runtime(cfg.seed, tc)
@@ -175,6 +179,8 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
            "general_windows": len(general_ex)}
     pad_id = tok.pad_token_id
     steps_per_epoch, total_steps = step_budget(len(rows), tc)
+    net = dist.wrap(model)  # before the optimizer: FSDP replaces the parameters by shards
+    dist.seed_rank(cfg.seed)
     params, optimizer, scheduler = build_optimizer(model, tc, total_steps)
 
     # Loop state; on resume it comes back from the latest checkpoint with every RNG.
@@ -200,17 +206,22 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         group = epoch_batches[loop["micro"] : loop["micro"] + tc.gradient_accumulation_steps]
         group_ids = epoch_ids[loop["micro"] : loop["micro"] + tc.gradient_accumulation_steps]
         t_step = time.time()
-        n_step_targets = sum(count_targets(g) for g in group)
+        n_step_targets = sum(count_targets(g) for g in group)  # the whole step's, on every rank
         loss_sum = 0.0
-        for mb in group:
+        shares = dist.shard(group)  # this rank's rows of the step (all of them for one process)
+        for i, (mb, weight) in enumerate(shares):
             batch = to_device(collate(mb, pad_id), device)
-            with autocast(device, precision):
-                s, _ = causal_lm_loss(model, batch)
-            # Divide by the whole step's token count: every trained token weighs the same.
-            (s / max(n_step_targets, 1)).backward()
-            loss_sum += s.item()
+            # Several processes: gradients are reduced once, after the step's last micro-batch
+            # (DDP's no_sync before it), and `weigh` makes the ranks' reduced gradient their sum.
+            with dist.accumulating(net, last=i == len(shares) - 1):
+                with autocast(device, precision):
+                    s, _ = net(causal_lm_loss, batch)
+                # Divide by the whole step's token count: every trained token weighs the same.
+                dist.weigh(s / max(n_step_targets, 1), weight).backward()
+            loss_sum += s.item() * weight
+        loss_sum = dist.all_sum(loss_sum)
         check_finite_loss(loss_sum, loop["step"] + 1)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.max_grad_norm if tc.max_grad_norm else float("inf"))
+        grad_norm = dist.clip_grad_norm(params, tc.max_grad_norm)
         lr_now = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
@@ -233,7 +244,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         is_last = loop["step"] >= total_steps
         improved = False
         if val_rows and (loop["step"] % tc.eval_every == 0 or is_last):
-            value = mean_loss(model, val_rows, batch_size=tc.batch_size, pad_id=pad_id, device=device, precision=precision)
+            value = dist.evaluate(net, mean_loss, val_rows, batch_size=tc.batch_size, pad_id=pad_id, device=device, precision=precision)
             improved = record_evaluation(loop, value, higher_is_better=False, min_delta=tc.early_stopping_min_delta,
                                          patience=tc.early_stopping_patience, total_steps=total_steps, metrics={"val_loss": value})
             log.validation(loop["step"], {"val_loss": value}, "val_loss", loop["best_val"])
@@ -243,7 +254,9 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
 
     # Export: the best checkpoint by validation loss, or the last weights.
     exported = load_best_for_export(run, model, tc.load_best)
-    save_model(model, tok, run / "model")
+    whole = dist.full_state_dict(model)  # FSDP: every rank sends its shards to rank 0
+    if dist.is_main():
+        save_model(model, tok, run / "model", state_dict=whole)
     summary = {
         **common_summary(loop, t0=t0, n_trainable=n_trainable, n_total=n_total, device=device, precision=precision, exported=exported),
         "best_val_loss": loop["best_val"],
@@ -254,5 +267,6 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         # The share of trained (loss-bearing) tokens that came from general text, as trained.
         "general_share": round(loop["general_targets"] / max(loop["targets"], 1), 4), **mix,
     }
-    update_run(run, **summary)
+    if dist.is_main():
+        update_run(run, **summary)
     return {"run_dir": str(run), **summary}

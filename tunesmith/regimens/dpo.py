@@ -40,6 +40,7 @@ from tunesmith.errors import ConfigError, TunesmithError
 from tunesmith.eval.preference import encode_pairs, pair_batch, pair_lengths, pair_logprobs, pair_rows
 from tunesmith.runs import start_run, update_run
 from tunesmith.training import checkpoint as ckpt
+from tunesmith.training import distributed as dist
 from tunesmith.training.adapters import is_lora, load_trainable, save_model
 from tunesmith.training.batching import epoch_order
 from tunesmith.training.losses import check_finite_loss, sequence_logprobs
@@ -137,15 +138,41 @@ def reference_logprobs(model, pairs, *, lora: bool, pad_id: int, batch_size: int
     return pair_logprobs(model, pairs, pad_id=pad_id, batch_size=batch_size, precision=precision)
 
 
+def _reference(cfg, run, model, train_pairs, val_pairs, *, pad_id: int, precision: str):
+    """(train, validation) reference log-probs as {"chosen", "rejected"} dicts, and where they came
+    from ("computed", "cached", or "none" for simpo), read from the run's cache when it matches.
+    Under torchrun rank 0 computes (or reads) them and the other ranks read its cache file."""
+    if cfg.dpo.loss == "simpo":
+        return None, None, "none"
+    n_pairs, source = len(train_pairs), "cached"
+    fp = _fingerprint(cfg, precision, train_pairs + val_pairs)
+    cached = _read_ref_cache(run / REF_FILE, fp) if dist.is_main() else None
+    if cached is None and dist.is_main():
+        rc, rr = reference_logprobs(model, train_pairs + val_pairs, lora=is_lora(cfg.adapter.mode),
+                                    pad_id=pad_id, batch_size=cfg.training.batch_size, precision=precision)
+        cached = {"train_chosen": rc[:n_pairs], "train_rejected": rr[:n_pairs],
+                  "validation_chosen": rc[n_pairs:], "validation_rejected": rr[n_pairs:]}
+        _write_ref_cache(run / REF_FILE, cached, fp)
+        source = "computed"
+    dist.barrier()  # the cache file is complete
+    if not dist.is_main():
+        cached = _read_ref_cache(run / REF_FILE, fp)
+    return ({"chosen": cached["train_chosen"], "rejected": cached["train_rejected"]},
+            {"chosen": cached["validation_chosen"], "rejected": cached["validation_rejected"]}, source)
+
+
 def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     t0 = time.time()
     tc, dcfg = cfg.training, cfg.dpo
     _check_config(cfg)
     train_ds, train_raw, val_raw = _load_data(cfg)
-    run = start_run(cfg, regimen="dpo", files={"train": cfg.data.train, "validation": cfg.data.validation},
-                    counts={"train": len(train_raw), "validation": len(val_raw)},
-                    data_info={"type": train_ds.type, "layout": train_ds.layout}, resume=resume, overwrite=overwrite)
-    update_run(run, adapter=cfg.adapter.mode, data_type=train_ds.type, dpo_loss=dcfg.loss, dpo_beta=dcfg.beta)
+    run = cfg.run_dir
+    if dist.is_main():  # under torchrun rank 0 alone writes the run directory
+        start_run(cfg, regimen="dpo", files={"train": cfg.data.train, "validation": cfg.data.validation},
+                  counts={"train": len(train_raw), "validation": len(val_raw)},
+                  data_info={"type": train_ds.type, "layout": train_ds.layout}, resume=resume, overwrite=overwrite)
+        update_run(run, adapter=cfg.adapter.mode, data_type=train_ds.type, dpo_loss=dcfg.loss, dpo_beta=dcfg.beta, **dist.record())
+    dist.barrier()
 
     # Model, trainable parameters and device.
     device, precision = prepare_runtime(cfg.seed, tc)
@@ -164,23 +191,10 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     steps_per_epoch, total_steps = step_budget(n_pairs, tc)
 
     # Reference log-probs: once, before any step (and before a checkpoint's weights load).
-    ref = ref_val = None
-    ref_source = "none"
-    if dcfg.loss != "simpo":
-        fp = _fingerprint(cfg, precision, train_pairs + val_pairs)
-        cached = _read_ref_cache(run / REF_FILE, fp)
-        if cached is None:
-            rc, rr = reference_logprobs(model, train_pairs + val_pairs, lora=is_lora(cfg.adapter.mode),
-                                        pad_id=pad_id, batch_size=tc.batch_size, precision=precision)
-            cached = {"train_chosen": rc[:n_pairs], "train_rejected": rr[:n_pairs],
-                      "validation_chosen": rc[n_pairs:], "validation_rejected": rr[n_pairs:]}
-            _write_ref_cache(run / REF_FILE, cached, fp)
-            ref_source = "computed"
-        else:
-            ref_source = "cached"
-        ref = {"chosen": cached["train_chosen"], "rejected": cached["train_rejected"]}
-        ref_val = {"chosen": cached["validation_chosen"], "rejected": cached["validation_rejected"]}
+    ref, ref_val, ref_source = _reference(cfg, run, model, train_pairs, val_pairs, pad_id=pad_id, precision=precision)
 
+    net = dist.wrap(model)  # after the reference log-probs: FSDP shards the weights they were computed with
+    dist.seed_rank(cfg.seed)
     params, optimizer, scheduler = build_optimizer(model, tc, total_steps)
 
     # Loop state; on resume it comes back from the latest checkpoint with every RNG.
@@ -200,7 +214,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
                              scheduler=scheduler, loop_state=loop, keep=tc.keep_checkpoints, best=best)
 
     def validate() -> dict:
-        pc, pr = pair_logprobs(model, val_pairs, pad_id=pad_id, batch_size=tc.batch_size, precision=precision)
+        pc, pr = dist.evaluate(net, pair_logprobs, val_pairs, pad_id=pad_id, batch_size=tc.batch_size, precision=precision)
         loss, m = preference_loss(pc, pr, ref_val, list(range(len(val_pairs))), val_lengths, dcfg)
         acc = (preference_margins(pc, pr, ref_val) > 0).double().mean().item()
         return {"val_loss": float(loss), "val_preference_accuracy": acc,
@@ -211,22 +225,26 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         epoch_batches = [order[i : i + tc.batch_size] for i in range(0, n_pairs, tc.batch_size)]
         group = epoch_batches[loop["micro"] : loop["micro"] + tc.gradient_accumulation_steps]
         t_step = time.time()
-        n_group = sum(len(idx) for idx in group)
-        loss_sum, rewards, n_tokens = 0.0, dict.fromkeys(REWARD_KEYS, 0.0), 0
-        for idx in group:
+        n_group = sum(len(idx) for idx in group)  # the whole step's pairs, on every rank
+        n_tokens = sum(len(chosen_rows[i]) + len(rejected_rows[i]) for idx in group for i in idx)
+        loss_sum, rewards = 0.0, dict.fromkeys(REWARD_KEYS, 0.0)
+        shares = dist.shard(group)  # this rank's pairs of the step (all of them for one process)
+        for j, (idx, weight) in enumerate(shares):
             batch = to_device(pair_batch(chosen_rows, rejected_rows, idx, pad_id), device)
-            n_tokens += int(sum(len(chosen_rows[i]) + len(rejected_rows[i]) for i in idx))
-            with autocast(device, precision):
-                lp = sequence_logprobs(model, batch)  # (2B,): chosen answers, then rejected
-            loss, m = preference_loss(lp[: len(idx)], lp[len(idx) :], ref, idx, lengths, dcfg)
-            # Weight each micro-batch by its share of the step's pairs: every pair weighs the same.
-            w = len(idx) / n_group
-            (loss * w).backward()
+            with dist.accumulating(net, last=j == len(shares) - 1):
+                with autocast(device, precision):
+                    lp = net(sequence_logprobs, batch)  # (2B,): chosen answers, then rejected
+                loss, m = preference_loss(lp[: len(idx)], lp[len(idx) :], ref, idx, lengths, dcfg)
+                # Weight each micro-batch by its share of the step's pairs: every pair weighs the same.
+                w = len(idx) / n_group * weight
+                dist.weigh(loss * w).backward()
             loss_sum += loss.item() * w
             for k in REWARD_KEYS:
                 rewards[k] += m[k] * w
+        loss_sum = dist.all_sum(loss_sum)
+        rewards = {k: dist.all_sum(v) for k, v in rewards.items()}
         check_finite_loss(loss_sum, loop["step"] + 1)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.max_grad_norm if tc.max_grad_norm else float("inf"))
+        grad_norm = dist.clip_grad_norm(params, tc.max_grad_norm)
         lr_now = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
@@ -263,7 +281,9 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
 
     # Export: the best checkpoint by validation loss, or the last weights.
     exported = load_best_for_export(run, model, tc.load_best)
-    save_model(model, tok, run / "model")
+    whole = dist.full_state_dict(model)  # FSDP: every rank sends its shards to rank 0
+    if dist.is_main():
+        save_model(model, tok, run / "model", state_dict=whole)
     last_rewards = loop["last_rewards"] or {}
     summary = {
         **common_summary(loop, t0=t0, n_trainable=n_trainable, n_total=n_total, device=device, precision=precision, exported=exported),
@@ -280,5 +300,6 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         "final_validation": loop["last_val"],
         "best_validation": loop["best_val_metrics"],
     }
-    update_run(run, **summary)
+    if dist.is_main():
+        update_run(run, **summary)
     return {"run_dir": str(run), **summary}

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 import time
+import contextlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -59,6 +60,7 @@ from tunesmith.eval.reward_eval import ACCEPTS, check_rewards, repeat_columns, r
 from tunesmith.rewards import combine
 from tunesmith.runs import start_run, update_run
 from tunesmith.training import checkpoint as ckpt
+from tunesmith.training import distributed as dist
 from tunesmith.training.adapters import is_lora, load_trainable, save_model
 from tunesmith.training.batching import epoch_order
 from tunesmith.training.losses import check_finite_loss, token_logits
@@ -195,27 +197,36 @@ def reference_logprobs(model, ref_model, samples: Samples, *, temperature: float
 
 def policy_update(model, samples: Samples, advantages: torch.Tensor, *, old: torch.Tensor | None,
                   ref: torch.Tensor | None, clip_eps: float, kl_coef: float, temperature: float,
-                  batch_size: int, device, precision: str) -> tuple[float, dict[str, float]]:
+                  batch_size: int, device, precision: str, net=None, n_step: int | None = None,
+                  weight: float = 1.0) -> tuple[float, dict[str, float]]:
     """Accumulate the gradient of the GRPO loss over all sampled completions (batch_size at a
     time; no optimizer step here). old=None: the sampling policy is the current one (its
-    values detached). Returns the loss and its metrics, token-weighted over micro-batches."""
+    values detached). Returns the loss and its metrics, token-weighted over micro-batches.
+    Under torchrun: `net` (training/distributed.wrap) runs the forward, `n_step` is the step's
+    completion count over all ranks and `weight` 0 marks a stand-in share; the loss and metrics
+    returned are then the whole step's."""
     n = len(samples)
+    n_all = n_step or n
     loss_total, sums, n_tok = 0.0, {}, 0.0
-    for s in range(0, n, batch_size):
+    starts = range(0, n, batch_size)
+    for s in starts:
         idx = slice(s, s + batch_size)
         ids, attn, m = samples.rows(idx)
-        with autocast(device, precision):
-            lp = token_logprobs(model, ids, attn, samples.prompt_len, m, temperature).float()
-        loss, metrics = grpo_loss(lp, lp.detach() if old is None else old[idx], None if ref is None else ref[idx],
-                                  advantages[idx].to(lp.device), m, clip_eps=clip_eps, kl_coef=kl_coef)
-        share = ids.shape[0] / n  # grpo_loss is a mean over its completions; the step's over all n
-        (loss * share).backward()
-        loss_total += loss.item() * share
-        k = float(m.sum())
+        with dist.accumulating(net, last=s == starts[-1]) if net is not None else contextlib.nullcontext():
+            with autocast(device, precision):
+                args = (ids, attn, samples.prompt_len, m, temperature)
+                lp = (net(token_logprobs, *args) if net is not None else token_logprobs(model, *args)).float()
+            loss, metrics = grpo_loss(lp, lp.detach() if old is None else old[idx], None if ref is None else ref[idx],
+                                      advantages[idx].to(lp.device), m, clip_eps=clip_eps, kl_coef=kl_coef)
+            share = ids.shape[0] / n_all  # grpo_loss is a mean over its completions; the step's over all of them
+            dist.weigh(loss * share, weight).backward()
+        loss_total += loss.item() * share * weight
+        k = float(m.sum()) * weight
         for key, v in metrics.items():
             sums[key] = sums.get(key, 0.0) + v * k
         n_tok += k
-    return loss_total, {key: v / max(n_tok, 1.0) for key, v in sums.items()}
+    loss_total, n_tok = dist.all_sum(loss_total), dist.all_sum(n_tok)
+    return loss_total, {key: dist.all_sum(v) / max(n_tok, 1.0) for key, v in sums.items()}
 
 
 @torch.no_grad()
@@ -233,6 +244,19 @@ def validation_reward(model, tok, rows: list[dict], columns: dict, cfg) -> dict[
     return out
 
 
+def _gather_step(total: list[float], parts: dict, samples: Samples, share: float):
+    """(rewards, reward parts, truncated flags, completion lengths, tokens) of the whole step:
+    this rank's for one process; under torchrun every rank's in rank order (a stand-in share,
+    weight 0, is left out)."""
+    mine = (share, total, parts, samples.truncated, samples.mask.sum(dim=1).float(), int(samples.attention_mask.sum()))
+    ranks = [x for x in dist.all_gather_object(mine) if x[0] > 0]
+    if len(ranks) == 1:
+        return ranks[0][1:]
+    merged = {k: [v for x in ranks for v in x[2][k]] for k in parts}
+    return ([v for x in ranks for v in x[1]], merged, [v for x in ranks for v in x[3]],
+            torch.cat([x[4] for x in ranks]), sum(x[5] for x in ranks))
+
+
 def _std(x: torch.Tensor) -> float:
     return float(x.float().std(unbiased=False)) if x.numel() > 1 else 0.0
 
@@ -241,10 +265,13 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     t0 = time.time()
     tc, gc = cfg.training, cfg.grpo
     train_ds, train_rows, val_rows, val_type = _load_data(cfg)
-    run = start_run(cfg, regimen="grpo", files={"train": cfg.data.train, "validation": cfg.data.validation},
-                    counts={"train": len(train_rows), "validation": len(val_rows)},
-                    data_info={"type": train_ds.type, "layout": train_ds.layout}, resume=resume, overwrite=overwrite)
-    update_run(run, adapter=cfg.adapter.mode, data_type=train_ds.type)
+    run = cfg.run_dir
+    if dist.is_main():  # under torchrun rank 0 alone writes the run directory
+        start_run(cfg, regimen="grpo", files={"train": cfg.data.train, "validation": cfg.data.validation},
+                  counts={"train": len(train_rows), "validation": len(val_rows)},
+                  data_info={"type": train_ds.type, "layout": train_ds.layout}, resume=resume, overwrite=overwrite)
+        update_run(run, adapter=cfg.adapter.mode, data_type=train_ds.type, **dist.record())
+    dist.barrier()
 
     # Model, trainable parameters, reference and device.
     device, precision = prepare_runtime(cfg.seed, tc)
@@ -272,6 +299,8 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * steps_per_epoch))
     total_updates = total_steps * gc.updates_per_batch
     # The schedule counts optimizer updates: updates_per_batch of them per sampled batch.
+    net = dist.wrap(model)  # under torchrun DDP: the gradient passes go through it
+    dist.seed_rank(cfg.seed)
     params, optimizer, scheduler = build_optimizer(model, tc, total_updates)
 
     # Loop state; on resume it comes back from the latest checkpoint with every RNG.
@@ -293,16 +322,20 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     while loop["step"] < total_steps and not loop["stopped_early"]:
         t_step = time.time()
         order = epoch_order(len(train_rows), cfg.seed, loop["epoch"])
-        idx = order[loop["pos"] : loop["pos"] + P]
+        (idx, share), = dist.shard([order[loop["pos"] : loop["pos"] + P]])  # under torchrun, this rank's prompts
 
-        # 1-3: sample, score, advantages. The sampling seed depends on (seed, step) only.
+        # 1-3: sample, score, advantages. The sampling seed depends on (seed, step, rank) only.
+        # Each rank samples with the model itself (not DDP's wrapper): generation needs no gradient.
         samples = sample_completions(model, tok, [texts[i] for i in idx], group_size=G, max_new_tokens=gc.max_new_tokens,
-                                     temperature=gc.temperature, top_p=gc.top_p, seed=cfg.seed * 1_000_003 + loop["step"],
+                                     temperature=gc.temperature, top_p=gc.top_p,
+                                     seed=cfg.seed * 1_000_003 + loop["step"] + 104_729 * dist.rank(),
                                      device=device, precision=precision)
         prompts = [train_rows[i]["prompt"] for i in idx for _ in range(G)]
         total, parts = combine(gc.rewards, prompts, samples.texts, repeat_columns(columns, idx, G), options=gc.reward_options)
+        advantages = group_advantages(torch.tensor(total, dtype=torch.float32), G, scale=gc.scale_advantages)
+        # The step's figures over all ranks (groups stay whole: each rank samples whole groups).
+        total, parts, truncated, n_comp, n_tokens = _gather_step(total, parts, samples, share)
         rewards = torch.tensor(total, dtype=torch.float32)
-        advantages = group_advantages(rewards, G, scale=gc.scale_advantages)
 
         # 4: reference and sampling-policy log-probs (constants of the objective).
         kw = dict(temperature=gc.temperature, batch_size=mb, device=device, precision=precision)
@@ -313,9 +346,9 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         losses, metric_sums, grad_norm, lr_now = [], {}, 0.0, optimizer.param_groups[0]["lr"]
         for _ in range(gc.updates_per_batch):
             loss, metrics = policy_update(model, samples, advantages, old=old, ref=ref, clip_eps=gc.clip_eps,
-                                          kl_coef=gc.kl_coef, **kw)
+                                          kl_coef=gc.kl_coef, net=net, n_step=len(total) or None, weight=share, **kw)
             check_finite_loss(loss, loop["step"] + 1)
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.max_grad_norm if tc.max_grad_norm else float("inf"))
+            grad_norm = dist.clip_grad_norm(params, tc.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -323,8 +356,6 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
             for k, v in metrics.items():
                 metric_sums[k] = metric_sums.get(k, 0.0) + v / gc.updates_per_batch
 
-        n_comp = samples.mask.sum(dim=1).float()
-        n_tokens = int(samples.attention_mask.sum())
         dt = time.time() - t_step
         loop["pos"] += P
         loop["step"] += 1
@@ -343,7 +374,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
                   **{f"reward/{k}": sum(v) / len(v) for k, v in parts.items()},
                   "kl": metric_sums.get("kl"), "clip_fraction": metric_sums.get("clip_fraction"),
                   "ratio_mean": metric_sums.get("ratio_mean"), "completion_length": float(n_comp.mean()),
-                  "truncated": sum(samples.truncated) / len(samples), "lr": lr_now, "grad_norm": float(grad_norm),
+                  "truncated": sum(truncated) / len(truncated), "lr": lr_now, "grad_norm": float(grad_norm),
                   "tokens_per_s": n_tokens / max(dt, 1e-9), "tokens": loop["tokens"]}
         log.step(record)
         # The GRPO loss sits near 0 whatever happens (advantages are centred): show the reward too.
@@ -357,7 +388,7 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         is_last = loop["step"] >= total_steps
         improved = False
         if val_rows and (loop["step"] % tc.eval_every == 0 or is_last):
-            val = validation_reward(model, tok, val_rows, val_columns, cfg)
+            val = dist.evaluate(net, validation_reward, tok, val_rows, val_columns, cfg)
             value = val["val_reward"]  # higher is better
             improved = record_evaluation(loop, value, higher_is_better=True, min_delta=tc.early_stopping_min_delta,
                                          patience=tc.early_stopping_patience, total_steps=total_steps, metrics=val)
@@ -368,7 +399,8 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
 
     # Export: the best checkpoint by validation reward, or the last weights.
     exported = load_best_for_export(run, model, tc.load_best)
-    save_model(model, tok, run / "model")
+    if dist.is_main():
+        save_model(model, tok, run / "model")
     summary = {
         **common_summary(loop, t0=t0, n_trainable=n_trainable, n_total=n_total, device=device, precision=precision, exported=exported),
         "best_val_loss": None,
@@ -382,5 +414,6 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         "rewards": dict(gc.rewards),
         "reference": "disable_adapter" if ref_model is None and use_ref else ("frozen_copy" if ref_model is not None else None),
     }
-    update_run(run, **summary)
+    if dist.is_main():
+        update_run(run, **summary)
     return {"run_dir": str(run), **summary}

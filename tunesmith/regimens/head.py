@@ -34,6 +34,7 @@ from tunesmith.errors import ConfigError, TunesmithError
 from tunesmith.models.classifier import LABELS_FILE, classifier_kwargs as _classifier_kwargs, collate_ids, encode_texts, set_pad as _set_pad  # noqa: F401 - re-exported
 from tunesmith.runs import start_run, update_run
 from tunesmith.training import checkpoint as ckpt
+from tunesmith.training import distributed as dist
 from tunesmith.training.losses import check_finite_loss
 from tunesmith.training.adapters import apply_adapter, count_params, save_model
 from tunesmith.training.batching import epoch_order
@@ -171,6 +172,10 @@ def _check_config(cfg) -> None:
 
 # --------------------------------------------------------------------------- train
 
+def _logits(model, batch: dict) -> torch.Tensor:
+    return model(**batch).logits
+
+
 def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     t0 = time.time()
     tc = cfg.training
@@ -188,13 +193,16 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     val_y = [label_id[r["label"]] for r in val_rows_raw]
     weights = class_weights(train_y, len(labels)) if cfg.head.class_weights else None
 
-    run = start_run(cfg, regimen="head", files={"train": cfg.data.train, "validation": cfg.data.validation},
-                    counts={"train": len(train_rows), "validation": len(val_rows_raw)},
-                    data_info={"type": train_ds.type, "layout": train_ds.layout,
-                               "label_counts": dict(sorted(Counter(r["label"] for r in train_rows).items()))},
-                    resume=resume, overwrite=overwrite)
-    update_run(run, task="classification", labels=labels, head_train=cfg.head.train, data_type=train_ds.type,
-               adapter=cfg.head.train, class_weights=weights, max_length=cfg.data.max_length)
+    run = cfg.run_dir
+    if dist.is_main():  # under torchrun rank 0 alone writes the run directory
+        start_run(cfg, regimen="head", files={"train": cfg.data.train, "validation": cfg.data.validation},
+                  counts={"train": len(train_rows), "validation": len(val_rows_raw)},
+                  data_info={"type": train_ds.type, "layout": train_ds.layout,
+                             "label_counts": dict(sorted(Counter(r["label"] for r in train_rows).items()))},
+                  resume=resume, overwrite=overwrite)
+        update_run(run, task="classification", labels=labels, head_train=cfg.head.train, data_type=train_ds.type,
+                   adapter=cfg.head.train, class_weights=weights, max_length=cfg.data.max_length, **dist.record())
+    dist.barrier()
 
     # Model, trainable parameters and device; the seed fixes the new head's initialisation.
     device, precision = prepare_runtime(cfg.seed, tc)
@@ -213,6 +221,8 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         raise RuntimeError("no training examples")
     pad_id = tok.pad_token_id
     steps_per_epoch, total_steps = step_budget(len(examples), tc)
+    net = dist.wrap(model)  # DDP under torchrun (head has no FSDP)
+    dist.seed_rank(cfg.seed)
     params, optimizer, scheduler = build_optimizer(model, tc, total_steps)
 
     # Loop state; on resume it comes back from the latest checkpoint with every RNG.
@@ -236,18 +246,21 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         t_step = time.time()
         # Divide by the whole step's summed example weight: the weighted mean over the step,
         # however its examples fall into micro-batches.
-        denom = sum(weights[t] if weights is not None else 1.0 for mb in group for _, t in mb)
+        denom = sum(weights[t] if weights is not None else 1.0 for mb in group for _, t in mb)  # the whole step's
         loss_sum = 0.0
-        for mb in group:
+        shares = dist.shard(group)  # this rank's examples of the step (all of them for one process)
+        for i, (mb, weight) in enumerate(shares):
             batch = to_device(collate_ids([x for x, _ in mb], pad_id), device)
             y = torch.tensor([t for _, t in mb], device=device)
-            with autocast(device, precision):
-                logits = model(**batch).logits
-            s, _ = head_loss(logits, y, weight_t)
-            (s / max(denom, 1e-12)).backward()
-            loss_sum += s.item()
+            with dist.accumulating(net, last=i == len(shares) - 1):
+                with autocast(device, precision):
+                    logits = net(_logits, batch)
+                s, _ = head_loss(logits, y, weight_t)
+                dist.weigh(s / max(denom, 1e-12), weight).backward()
+            loss_sum += s.item() * weight
+        loss_sum = dist.all_sum(loss_sum)
         check_finite_loss(loss_sum, loop["step"] + 1)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.max_grad_norm if tc.max_grad_norm else float("inf"))
+        grad_norm = dist.clip_grad_norm(params, tc.max_grad_norm)
         lr_now = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
@@ -268,8 +281,8 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         is_last = loop["step"] >= total_steps
         improved = False
         if val_examples and (loop["step"] % tc.eval_every == 0 or is_last):
-            val = evaluate_split(model, val_examples, batch_size=tc.batch_size, pad_id=pad_id, device=device,
-                                 precision=precision, weight=weight_t)
+            val = dist.evaluate(net, evaluate_split, val_examples, batch_size=tc.batch_size, pad_id=pad_id, device=device,
+                                precision=precision, weight=weight_t)
             loop["last_val"] = val
             improved = record_evaluation(loop, val["val_loss"], higher_is_better=False, min_delta=tc.early_stopping_min_delta,
                                          patience=tc.early_stopping_patience, total_steps=total_steps, metrics=val)
@@ -283,6 +296,8 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     # Export: the best checkpoint by validation loss, or the last weights.
     exported = load_best_for_export(run, model, tc.load_best)
     export_format = "full"
+    if not dist.is_main():  # rank 0 exports
+        return {"run_dir": str(run)}
     if cfg.head.train == "lora":
         if merged_start:
             # The starting weights exist only merged in memory: an adapter over the plain base would

@@ -4,6 +4,8 @@ One `train()` from data to exported model: load and check data, prepare the run 
 load the model and mark what trains (LoRA, full, freeze), pack the examples, then the loop
 (gradient accumulation, clipping, warm-up + decay, validation, early stopping, atomic
 checkpoints that resume exactly), and finally export the best or last weights to `model/`.
+Under torchrun each rank computes its share of every step's rows (training/distributed.py);
+rank 0 alone writes the run directory.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from tunesmith.data.templating import encode_rows
 from tunesmith.errors import TunesmithError
 from tunesmith.runs import start_run, update_run
 from tunesmith.training import checkpoint as ckpt
+from tunesmith.training import distributed as dist
 from tunesmith.training.batching import batch_order, count_targets, make_rows, mean_loss
 from tunesmith.training.adapters import load_trainable, save_model
 from tunesmith.training.losses import causal_lm_loss, check_finite_loss
@@ -63,10 +66,13 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
     t0 = time.time()
     tc = cfg.training
     train_ds, train_rows, val_rows_raw = _load_data(cfg)
-    run = start_run(cfg, regimen="sft", files={"train": cfg.data.train, "validation": cfg.data.validation},
-                    counts={"train": len(train_rows), "validation": len(val_rows_raw)},
-                    data_info={"type": train_ds.type, "layout": train_ds.layout}, resume=resume, overwrite=overwrite)
-    update_run(run, adapter=cfg.adapter.mode, data_type=train_ds.type)
+    run = cfg.run_dir
+    if dist.is_main():
+        start_run(cfg, regimen="sft", files={"train": cfg.data.train, "validation": cfg.data.validation},
+                  counts={"train": len(train_rows), "validation": len(val_rows_raw)},
+                  data_info={"type": train_ds.type, "layout": train_ds.layout}, resume=resume, overwrite=overwrite)
+        update_run(run, adapter=cfg.adapter.mode, data_type=train_ds.type, **dist.record())
+    dist.barrier()  # the run directory exists before any rank reads its checkpoints
 
     # Model, trainable parameters and device.
     device, precision = prepare_runtime(cfg.seed, tc)
@@ -81,6 +87,8 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         raise TunesmithError(f"{cfg.data.train}: no trainable examples left after encoding (every answer is empty or past data.max_length={cfg.data.max_length})")
     pad_id = tok.pad_token_id
     steps_per_epoch, total_steps = step_budget(len(rows), tc)
+    net = dist.wrap(model)  # before the optimizer: FSDP replaces the parameters by shards
+    dist.seed_rank(cfg.seed)
     params, optimizer, scheduler = build_optimizer(model, tc, total_steps)
 
     # Loop state; on resume it comes back from the latest checkpoint with every RNG.
@@ -101,17 +109,22 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         epoch_batches = batches(rows, tc.batch_size, batch_order(rows, tc.batch_size, cfg.seed, loop["epoch"], cfg.data.group_by_length))
         group = epoch_batches[loop["micro"] : loop["micro"] + tc.gradient_accumulation_steps]
         t_step = time.time()
-        n_targets = sum(count_targets(g) for g in group)
+        n_targets = sum(count_targets(g) for g in group)  # the whole step's, on every rank
         loss_sum = 0.0
-        for mb in group:
+        shares = dist.shard(group)  # this rank's rows of the step (all of them for one process)
+        for i, (mb, weight) in enumerate(shares):
             batch = to_device(collate(mb, pad_id), device)
-            with autocast(device, precision):
-                s, _ = causal_lm_loss(model, batch)
-            # Divide by the whole step's token count: every trained token weighs the same.
-            (s / max(n_targets, 1)).backward()
-            loss_sum += s.item()
+            # Several processes: gradients are reduced once, after the step's last micro-batch
+            # (DDP's no_sync before it), and `weigh` makes the ranks' reduced gradient their sum.
+            with dist.accumulating(net, last=i == len(shares) - 1):
+                with autocast(device, precision):
+                    s, _ = net(causal_lm_loss, batch)
+                # Divide by the whole step's token count: every trained token weighs the same.
+                dist.weigh(s / max(n_targets, 1), weight).backward()
+            loss_sum += s.item() * weight
+        loss_sum = dist.all_sum(loss_sum)
         check_finite_loss(loss_sum, loop["step"] + 1)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, tc.max_grad_norm if tc.max_grad_norm else float("inf"))
+        grad_norm = dist.clip_grad_norm(params, tc.max_grad_norm)
         lr_now = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
@@ -132,9 +145,9 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         is_last = loop["step"] >= total_steps
         improved = False
         if val_rows and (loop["step"] % tc.eval_every == 0 or is_last):
-            val = {"val_loss": mean_loss(model, val_rows, batch_size=tc.batch_size, pad_id=pad_id, device=device, precision=precision)}
+            val = {"val_loss": dist.evaluate(net, mean_loss, val_rows, batch_size=tc.batch_size, pad_id=pad_id, device=device, precision=precision)}
             if tc.select_metric == "exact_match":
-                val["val_exact_match"] = validation_exact_match(model, tok, val_rows_raw, train_ds.type, cfg)
+                val["val_exact_match"] = dist.evaluate(net, validation_exact_match, tok, val_rows_raw, train_ds.type, cfg)
             # Loss improves downwards, exact match upwards; best_val holds the selection metric.
             value = val["val_loss"] if tc.select_metric == "val_loss" else val["val_exact_match"]
             improved = record_evaluation(loop, value, higher_is_better=tc.select_metric != "val_loss", min_delta=tc.early_stopping_min_delta,
@@ -146,7 +159,9 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
 
     # Export: the best checkpoint by validation loss, or the last weights.
     exported = load_best_for_export(run, model, tc.load_best)
-    save_model(model, tok, run / "model")
+    whole = dist.full_state_dict(model)  # FSDP: every rank sends its shards to rank 0
+    if dist.is_main():
+        save_model(model, tok, run / "model", state_dict=whole)
     summary = {
         **common_summary(loop, t0=t0, n_trainable=n_trainable, n_total=n_total, device=device, precision=precision, exported=exported),
         "best_val_loss": loop["best_val"] if tc.select_metric == "val_loss" else None,
@@ -155,5 +170,6 @@ def train(cfg, *, resume: bool = False, overwrite: bool = False, progress: bool 
         "encoding": enc_stats,
         "system_prompt": cfg.data.system_prompt,
     }
-    update_run(run, **summary)
+    if dist.is_main():
+        update_run(run, **summary)
     return {"run_dir": str(run), **summary}

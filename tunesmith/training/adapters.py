@@ -241,13 +241,17 @@ def portable_adapter_config(model_dir: Path, run_json: Path) -> None:
         write_json_atomic(cfg_path, cfg)
 
 
-def save_model(model, tokenizer, out_dir: Path) -> Path:
-    """Write the trained model (adapter only for peft models) and tokenizer, atomically."""
+def save_model(model, tokenizer, out_dir: Path, state_dict: dict | None = None) -> Path:
+    """Write the trained model (adapter only for peft models) and tokenizer, atomically.
+    `state_dict`: the weights to write instead of the model's own (FSDP's gathered whole weights)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", suffix=".tmp", dir=out_dir.parent))
     try:
-        model.save_pretrained(tmp)
+        if state_dict is None:
+            model.save_pretrained(tmp)
+        else:
+            model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         portable_adapter_config(tmp, out_dir.parent / "run.json")
         if out_dir.exists():

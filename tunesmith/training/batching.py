@@ -7,6 +7,7 @@ import torch
 
 from tunesmith.data.packing import batches, collate, pack, unpacked
 from tunesmith.data.templating import IGNORE
+from tunesmith.training import distributed as dist
 from tunesmith.training.losses import causal_lm_loss
 from tunesmith.training.runtime import autocast, to_device
 
@@ -51,13 +52,16 @@ def batch_order(rows, batch_size: int, seed: int, epoch: int, group_by_length: b
 
 @torch.no_grad()
 def mean_loss(model, rows, *, batch_size: int, pad_id: int, device, precision: str) -> float:
-    """Mean next-token loss over all trained tokens of `rows` (model left in train mode)."""
+    """Mean next-token loss over all trained tokens of `rows` (model left in train mode). Under
+    torchrun each rank scores its share of the batches and the sums are added over the ranks."""
     model.eval()
     total, n = 0.0, 0
     # Longest first: a batch then pads little, and the sum does not depend on the order.
-    for group in batches(rows, batch_size, sorted(range(len(rows)), key=lambda i: -len(rows[i]))):
+    for group, counted in dist.share(batches(rows, batch_size, sorted(range(len(rows)), key=lambda i: -len(rows[i])))):
         with autocast(device, precision):
             s, k = causal_lm_loss(model, to_device(collate(group, pad_id), device))
-        total, n = total + float(s), n + k
+        if counted:
+            total, n = total + float(s), n + k
+    total, n = dist.all_sum(total), dist.all_sum(n)
     model.train()
     return total / max(n, 1)

@@ -1,5 +1,6 @@
 """What a user sees and keeps while a model trains: a progress bar with loss, tokens/s and ETA,
-metrics.jsonl lines, and TensorBoard event files."""
+metrics.jsonl lines, and TensorBoard event files. Under torchrun only rank 0 writes any of them;
+the other ranks' loggers do nothing."""
 
 from __future__ import annotations
 
@@ -9,19 +10,24 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from tunesmith.runs import MetricsLog
+from tunesmith.training import distributed as dist
 
 
 class TrainLogger:
     def __init__(self, run_dir: Path, total_steps: int, resume_step: int | None, *, enabled: bool = True):
-        self.metrics = MetricsLog(Path(run_dir) / "metrics.jsonl", resume_step=resume_step)
+        self.writes = dist.is_main()
+        enabled = enabled and self.writes
+        self.metrics = MetricsLog(Path(run_dir) / "metrics.jsonl", resume_step=resume_step) if self.writes else None
         self.enabled = enabled
         self.bar = tqdm(total=total_steps, initial=resume_step or 0, unit="step", dynamic_ncols=True,
                         disable=not enabled, file=sys.stderr, desc="train")
+        self.tb = None
         try:
             from torch.utils.tensorboard import SummaryWriter
 
             # purge_step drops events past the checkpoint, which a resumed run writes again.
-            self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=resume_step)
+            if self.writes:
+                self.tb = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=resume_step)
         except ImportError:  # tensorboard is optional; metrics.jsonl has the same numbers
             self.tb = None
 
@@ -30,6 +36,8 @@ class TrainLogger:
             tqdm.write(text, file=sys.stderr)
 
     def step(self, record: dict) -> None:
+        if not self.writes:
+            return
         self.metrics.log(record)
         if self.tb:
             for k in ("loss", "lr", "grad_norm", "tokens_per_s"):
@@ -40,6 +48,8 @@ class TrainLogger:
 
     def validation(self, step: int, values: dict, select: str, best: float | None) -> None:
         """values: {"val_loss": ..., optionally "val_exact_match": ...}; `select` names the one that picks checkpoints."""
+        if not self.writes:
+            return
         self.metrics.log({"step": step, **values})
         if self.tb:
             for k, v in values.items():
