@@ -113,6 +113,12 @@ def quantize_base_4bit(model, acfg, *, bf16: bool):
             setattr(parent, name, q)
     for p in model.parameters():
         p.requires_grad_(False)
+        # A model loaded in its file's dtype keeps its tensors as views of the memory-mapped
+        # checkpoint; while the embeddings and norms are such views the whole file stays mapped,
+        # and the pages quantization read stay resident beside their 4-bit copies. Owning copies
+        # of the few float tensors left let the mapping go.
+        if p.is_floating_point():
+            p.data = p.data.clone()
     return model
 
 
