@@ -119,11 +119,11 @@ def run_one(label: str, model: str, config: str, work: Path, data: Path, steps: 
 
 
 def render(rows: list[dict], host: str) -> str:
-    out = [host, "", "| model | parameters | configuration | trained parameters | load peak | training peak | x LoRA fp32 base | tokens/s | x LoRA fp32 base |",
+    out = [host, "", "| model | parameters | configuration | trained parameters | load peak | training peak | x `lora` | tokens/s | x `lora` |",
            "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
-        base = next((r for r in mine if r["config"] == "lora-fp32-base" and "error" not in r), None)
+        base = next((r for r in mine if r["config"] == "lora" and "error" not in r), None)  # the default: what each lever changes
         for r in mine:
             if "error" in r:
                 out.append(f"| {model} | | `{r['config']}` | | | failed: {r['error']} | | | |")
