@@ -97,13 +97,12 @@ def step_smoke(a) -> dict:
 
 
 def _model(a, work: Path) -> str:
-    if not a.quick:
-        from tunesmith.models.builtins import DEFAULT_MODEL
+    from tunesmith.models.builtins import DEFAULT_MODEL
 
+    if not a.quick:
         return DEFAULT_MODEL
     from vs_trl import quick_model
 
-    from tunesmith.models.builtins import DEFAULT_MODEL
     from tunesmith.models.loading import load_tokenizer
 
     return str(quick_model(work, load_tokenizer(DEFAULT_MODEL)))
@@ -138,6 +137,8 @@ def _metric(res: dict) -> float | None:
 
 
 def step_throughput(a, work: Path, peak_tflops: float | None) -> dict:
+    from eval_shared import steady_tokens_per_s
+
     from tunesmith import api
     from tunesmith.demo.domain import write_domain
 
@@ -150,20 +151,11 @@ def step_throughput(a, work: Path, peak_tflops: float | None) -> dict:
                                "data.max_length=512", "training.batch_size=8", f"training.max_steps={steps}", "training.learning_rate=1e-4",
                                f"training.device={a.device}", "training.precision=auto", f"training.eval_every={steps}", f"training.save_every={steps}",
                                f"name=gpu-throughput-{mode}", f"output_dir={work / 'runs'}"], overwrite=True, progress=False)
-        steady = _steady_tokens_per_s(Path(run["run_dir"]))  # the first step warms up (kernels, allocator)
+        steady = steady_tokens_per_s(run["run_dir"])  # the first step warms up (kernels, allocator)
         flops = 6 * run["total_params"] * steady
         out[mode] = {"tokens_per_s": round(steady, 1), "peak_memory_mib": run["peak_memory_mib"], "params": run["total_params"],
                      "mfu": round(flops / (peak_tflops * 1e12), 4) if peak_tflops else None, "steps": run["steps"]}
     return out
-
-
-def _steady_tokens_per_s(run_dir: Path) -> float:
-    """Tokens over time of steps 2..N from metrics.jsonl (cumulative tokens, per-step rate)."""
-    steps = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    steps = [s for s in steps if "tokens_per_s" in s]
-    toks = [b["tokens"] - a["tokens"] for a, b in zip(steps, steps[1:])]
-    secs = [t / max(b["tokens_per_s"], 1e-9) for t, b in zip(toks, steps[1:])]
-    return sum(toks) / max(sum(secs), 1e-9)
 
 
 def step_study(a, work: Path) -> dict:

@@ -79,6 +79,7 @@ def build_1b(out: Path, quick: bool) -> Path:
 
 def child(spec: dict) -> dict:
     """One configuration, in this process: train, attributing the resident peak to phases."""
+    from eval_shared import steady_tokens_per_s
     from memory_phases import Phases
 
     from tunesmith import api
@@ -92,10 +93,8 @@ def child(spec: dict) -> dict:
     ph.mark("end")
     steps = [json.loads(x) for x in (Path(res["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
     steps = [s for s in steps if "tokens_per_s" in s]
-    toks = [b["tokens"] - a["tokens"] for a, b in zip(steps, steps[1:])]
-    secs = [t / b["tokens_per_s"] for t, b in zip(toks, steps[1:])]
     peaks = {r["phase"]: r["peak_mib"] for r in ph.rows}
-    return {"load_mib": peaks.get("load"), "training_mib": peaks.get("training"), "tokens_per_s": sum(toks) / max(sum(secs), 1e-9),
+    return {"load_mib": peaks.get("load"), "training_mib": peaks.get("training"), "tokens_per_s": steady_tokens_per_s(res["run_dir"]),
             "params": res["total_params"], "trainable": res["trainable_params"], "losses": [s["loss"] for s in steps],
             "precision": res["precision"]}
 

@@ -67,7 +67,6 @@ def load_trainable(cfg, device, *, keep_reference: bool = False, precision: str 
     bf16_base = precision is not None and not keep_reference and \
         resolved_base_dtype(cfg.training.base_dtype, cfg.adapter.mode, precision) == "bf16"
     model, tok, _ = load_model(cfg.start_model, merge_adapter=True, precision="bf16" if bf16_base else "fp32")
-    model.train()
     reference = copy.deepcopy(model).requires_grad_(False).eval().to(device) if keep_reference else None
     if cfg.adapter.mode == "qlora":
         model = quantize_base_4bit(model.to(device), cfg.adapter, bf16=precision == "bf16")
