@@ -20,6 +20,8 @@ best round kept:
                      AVX512-BF16/AMX, fp32 elsewhere)
   tunesmith-bN       levers: the default path with N prompts a batch (--sweep)
   tunesmith-unsorted lever: bf16 without sorting prompts by length
+  tunesmith-fp32-bN  fp32 at the largest batch of the sweep
+  tunesmith-hf-batches  the default precision with HF's batches (8 prompts in the given order)
 
 Tokens/s counts generated tokens up to and including the end-of-sequence token (padding after a
 finished answer is not counted); items/s counts answered prompts. "identical" compares the
@@ -95,6 +97,11 @@ def rows_to_run(a) -> list[tuple[str, str, str, int, bool]]:
     if a.sweep:
         rows += [(f"tunesmith-b{b}", "ts", auto, b, True) for b in a.sweep if b != a.batch]
         rows += [("tunesmith-unsorted", "ts", auto, a.batch, False)]
+        # fp32 (answers identical to HF's at any batch) at the largest batch of the sweep
+        rows += [(f"tunesmith-fp32-b{max(a.sweep)}", "ts", "fp32", max(a.sweep), True)]
+        # HF's own batches (8 prompts in the given order): token identity at equal precision and
+        # equal batches, which separates tunesmith's computation from bf16's batch-dependent rounding
+        rows += [("tunesmith-hf-batches", "ts", auto, 8, False)]
     return rows
 
 

@@ -49,8 +49,10 @@ def headline(rows: list[dict], tolerance: float) -> list[str]:
 
 def render(rows: list[dict], env: dict, info: dict) -> str:
     pk = info["peaks"]
-    lines = [f"- Measured: {env['date']}; machine: {env['machine']}; load average at the start: "
-             f"{env['load_start']} (other jobs ran on the machine: absolute figures are low, ratios within the run compare)",
+    first = str(env["load_start"]).split("/")[0].strip()
+    busy = first.replace(".", "", 1).isdigit() and float(first) >= 1.0  # a 1-minute load of a whole core or more
+    lines = [f"- Measured: {env['date']}; machine: {env['machine']}; load average at the start: {env['load_start']}"
+             + (" (other jobs ran on the machine: absolute figures are low, ratios within the run compare)" if busy else ""),
              f"- Versions: {', '.join(f'{k} {v}' for k, v in env['versions'].items())}; tunesmith checkout {env.get('git') or 'unknown'}",
              f"- Model {info['model']}; data {info['data']}: {info['examples']} examples (mean {info['mean_len']:.0f} tokens, "
              f"{info['tokens']} tokens, {info['trained_tokens']} trained); {info['steps']} optimizer steps of {info['batch_examples']} "

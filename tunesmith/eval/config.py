@@ -60,7 +60,7 @@ class EvalConfig:
     pass_k: list[int] = option(default_factory=lambda: [1], doc="code: the k values of pass@k", minimum=1, maximum=10000)
     code_timeout_s: float = option(10.0, "code: wall-clock limit per test run", minimum=0.1, maximum=86400.0)
     show_tests: bool | None = option(None, "code: show the tests in the prompt (MBPP convention) or not (HumanEval: the tests only grade); unset: shown by the default prompt, or as a custom prompt's {tests} says")
-    batch_size: int = option(16, "Prompts generated together", minimum=1, maximum=65536)
+    batch_size: int = option(32, "Prompts generated (or label-scored) together; in fp32 the answers do not depend on it (docs/benchmarks.md, generation speed)", minimum=1, maximum=65536)
     precision: Literal["auto", "fp32", "bf16"] = option(
         "fp32", "Weights' precision for generation and scoring: fp32, bf16 (a LoRA adapter is merged in fp32 first), or "
         "auto = bf16 where the hardware multiplies bf16 natively (CPUs with AVX512-BF16 or AMX, CUDA GPUs with bf16), fp32 elsewhere")
