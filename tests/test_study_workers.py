@@ -316,3 +316,21 @@ def test_ready_items_run_at_once_within_the_slots_and_a_failed_parent_skips_its_
     at = {(kind, name): i for i, (kind, name, _) in enumerate(log)}
     assert at[("end", "a")] < at[("start", "a2")] and at[("end", "a2")] < at[("start", "ac")] > at[("end", "c")]
     assert "builds on b," in out["b2"]["error"] and "builds on b2," in out["b3"]["error"]
+
+
+def test_a_worker_dead_before_the_next_arm_is_handed_out_is_one_line():
+    """The pool can break between one arm finishing and the next being submitted (seen in CI: a
+    BrokenProcessPool traceback from submit). Both paths give the same one-line error."""
+    from tunesmith.errors import TunesmithError
+    from tunesmith.study.fanout import WORKER_DIED, LocalPool
+
+    pool = LocalPool(1)
+    try:
+        dead = pool.submit(os.abort)  # the worker process dies (SIGABRT)
+        with pytest.raises(TunesmithError, match="a worker process died"):
+            pool.result(dead, "a")
+        with pytest.raises(TunesmithError) as e:
+            pool.submit(os.getpid)
+        assert str(e.value) == WORKER_DIED
+    finally:
+        pool.close()

@@ -97,6 +97,10 @@ def _init_local_worker(threads: int) -> None:
     quiet_libraries()
 
 
+WORKER_DIED = ("a worker process died (killed, or out of memory) while arms were running; "
+               "finished arms are kept: run the same command again to continue")
+
+
 def _local_call(fn, *args):
     """A task in a local worker: Ctrl-C interrupts the arm it runs, as in a serial study."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -122,7 +126,12 @@ class LocalPool:
         self.describe = f"{workers} worker processes, {self.threads} torch thread(s) each ({cpu_count()} cores)"
 
     def submit(self, fn, *args) -> Future:
-        return self.ex.submit(_local_call, fn, *args)
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return self.ex.submit(_local_call, fn, *args)
+        except BrokenProcessPool:  # a worker died between an arm finishing and the next one starting
+            raise TunesmithError(WORKER_DIED) from None
 
     def result(self, fut: Future, name: str):
         from concurrent.futures.process import BrokenProcessPool
@@ -131,8 +140,7 @@ class LocalPool:
             return fut.result()
         except BrokenProcessPool:
             # Every running arm's future fails alike, so the dead worker's arm cannot be named.
-            raise TunesmithError("a worker process died (killed, or out of memory) while arms were running; "
-                                 "finished arms are kept: run the same command again to continue") from None
+            raise TunesmithError(WORKER_DIED) from None
 
     def close(self) -> None:
         self.ex.shutdown(wait=True, cancel_futures=True)
