@@ -21,8 +21,14 @@ import random
 import sys
 import time
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tunesmith.data.packing import collate, pack  # noqa: E402
+from tunesmith.data.templating import Example  # noqa: E402
 
 H, HKV, D = 9, 3, 64
 # (mean length, sd, documents per step): GSM8K worked solutions, 8 a step as benchmarks/vs_trl.py
@@ -36,51 +42,35 @@ def doc_lengths(mean: int, sd: int, n: int, seed: int) -> list[int]:
     return [max(8, min(512, int(rnd.gauss(mean, sd)))) for _ in range(n)]
 
 
-def pack_rows(lengths: list[int], max_len: int) -> list[list[int]]:
-    """Best-fit decreasing, as tunesmith.data.packing.pack does."""
-    rows: list[list[int]] = []
-    for n in sorted(lengths, reverse=True):
-        fits = [r for r in rows if sum(r) + n <= max_len]
-        if fits:
-            min(fits, key=lambda r: max_len - sum(r)).append(n)
-        else:
-            rows.append([n])
-    return rows
-
-
-def block_mask(rows: list[list[int]], L: int) -> torch.Tensor:
-    """(B, 1, L, L) bool: same document and key <= query; padding attends to itself."""
-    seq = torch.full((len(rows), L), -1)
+def packed_batch(lengths: list[int], max_len: int) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
+    """Documents of these lengths packed as tunesmith packs them (data.packing.pack, best-fit
+    decreasing): the block-diagonal causal mask collate builds, (B, 1, L, L) bool, and each
+    document's (row, start, end)."""
+    rows = pack([Example(input_ids=[1] * n, labels=[1] * n) for n in lengths], max_len)
+    spans = []
     for b, r in enumerate(rows):
         start = 0
-        for d, n in enumerate(r):
-            seq[b, start:start + n] = d
+        for d in range(r.seq_ids[-1] + 1):  # documents are contiguous in a row
+            n = r.seq_ids.count(d)
+            spans.append((b, start, start + n))
             start += n
-    m = (seq[:, :, None] == seq[:, None, :]) & torch.ones(L, L, dtype=torch.bool).tril() & (seq[:, None, :] >= 0)
-    return (m | torch.eye(L, dtype=torch.bool))[:, None]
+    return collate(rows, pad_id=0)["attention_mask"], spans
 
 
 def qkv(B: int, L: int, dtype) -> tuple[torch.Tensor, ...]:
     return tuple(torch.randn(B, h, L, D, dtype=dtype, requires_grad=True) for h in (H, HKV, HKV))
 
 
-def masked_rows(rows, L, dtype):
-    q, k, v = qkv(len(rows), L, dtype)
-    mask = block_mask(rows, L)
+def masked_rows(mask, dtype):
+    q, k, v = qkv(mask.shape[0], mask.shape[-1], dtype)
 
     def run():
         F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True).sum().backward()
     return run
 
 
-def per_document(rows, L, dtype):
-    q, k, v = qkv(len(rows), L, dtype)
-    spans = []
-    for b, r in enumerate(rows):
-        start = 0
-        for n in r:
-            spans.append((b, start, start + n))
-            start += n
+def per_document(mask, spans, dtype):
+    q, k, v = qkv(mask.shape[0], mask.shape[-1], dtype)
 
     def run():
         outs = [F.scaled_dot_product_attention(q[b:b + 1, :, s:e], k[b:b + 1, :, s:e], v[b:b + 1, :, s:e], is_causal=True,
@@ -110,12 +100,11 @@ def main(argv=None) -> int:
     print("|---|---|---:|---|---:|---:|---:|")
     for name, (mean, sd, n) in WORKLOADS.items():
         lengths = doc_lengths(mean, sd, n, seed=0)
-        rows = pack_rows(lengths, a.max_length)
-        L = max(sum(r) for r in rows)
+        mask, spans = packed_batch(lengths, a.max_length)
         for dtype in (torch.bfloat16, torch.float32):
-            m = timed(masked_rows(rows, L, dtype), a.reps)
-            d = timed(per_document(rows, L, dtype), a.reps)
-            print(f"| {name} | {len(lengths)} ({sum(lengths) / len(lengths):.0f} tokens) | {len(rows)} x {L} | "
+            m = timed(masked_rows(mask, dtype), a.reps)
+            d = timed(per_document(mask, spans, dtype), a.reps)
+            print(f"| {name} | {len(lengths)} ({sum(lengths) / len(lengths):.0f} tokens) | {mask.shape[0]} x {mask.shape[-1]} | "
                   f"{str(dtype).removeprefix('torch.')} | {m:.1f} ms | {d:.1f} ms | x{d / m:.2f} |", flush=True)
     return 0
 

@@ -267,6 +267,16 @@ def merge(previous: list[dict], new: list[dict]) -> list[dict]:
 
 
 # ------------------------------------------------------------------ main
+def steady_tokens_per_s(run_dir) -> float:
+    """A training run's tokens/s over steps 2..N (the first step warms up), from metrics.jsonl:
+    each step's tokens are the difference of the cumulative counts, its time tokens / tokens_per_s."""
+    steps = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    steps = [s for s in steps if "tokens_per_s" in s]
+    toks = [b["tokens"] - a["tokens"] for a, b in zip(steps, steps[1:])]
+    secs = [t / max(b["tokens_per_s"], 1e-9) for t, b in zip(toks, steps[1:])]
+    return sum(toks) / max(sum(secs), 1e-9)
+
+
 
 def main(argv=None) -> int:
     from tunesmith.models.builtins import DEFAULT_MODEL
@@ -332,12 +342,3 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-
-def steady_tokens_per_s(run_dir) -> float:
-    """A training run's tokens/s over steps 2..N (the first step warms up), from metrics.jsonl:
-    each step's tokens are the difference of the cumulative counts, its time tokens / tokens_per_s."""
-    steps = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
-    steps = [s for s in steps if "tokens_per_s" in s]
-    toks = [b["tokens"] - a["tokens"] for a, b in zip(steps, steps[1:])]
-    secs = [t / max(b["tokens_per_s"], 1e-9) for t, b in zip(toks, steps[1:])]
-    return sum(toks) / max(sum(secs), 1e-9)
